@@ -1,0 +1,71 @@
+"""Error types and the exit-code contract shared by every medflow command.
+
+Exit codes (DESIGN.md): 0 done; 2 wrong usage (Click's own); 65 input data invalid;
+66 an input is missing; 75 transient (e.g. out of memory: the pipeline retries);
+1 an unexpected bug. Codes 104 and 130-145 are never used: Nextflow reads them as
+resource failures.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+EXIT_OK = 0
+EXIT_BUG = 1
+EXIT_USAGE = 2
+EXIT_DATA = 65
+EXIT_MISSING = 66
+EXIT_TRANSIENT = 75
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+class MedflowError(click.ClickException):
+    """Base for errors with a contract exit code; shown as one line on stderr."""
+
+    exit_code = EXIT_BUG
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None) -> None:
+        self.path = None if path is None else os.fspath(path)
+        text = _one_line(message)
+        if self.path is not None:
+            text = f"{self.path}: {text}"
+        super().__init__(text)
+
+    def show(self, file=None) -> None:  # noqa: D102 - Click API
+        click.echo(f"medflow: error: {self.format_message()}", file=file or sys.stderr)
+
+
+class InvalidDataError(MedflowError):
+    """The input exists but is not usable: corrupt, wrong shape, NaN, bad geometry, labels."""
+
+    exit_code = EXIT_DATA
+
+
+class MissingInputError(MedflowError):
+    """An input file or folder does not exist."""
+
+    exit_code = EXIT_MISSING
+
+
+class TransientError(MedflowError):
+    """Worth retrying as is, or with more resources (out of memory)."""
+
+    exit_code = EXIT_TRANSIENT
+
+
+class InternalError(MedflowError):
+    """An unexpected bug; the traceback is shown with --debug."""
+
+    exit_code = EXIT_BUG
+
+
+class NotBuiltError(MedflowError):
+    """A tool that is planned but not implemented yet says so rather than pretending."""
+
+    exit_code = EXIT_BUG

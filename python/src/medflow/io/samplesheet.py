@@ -1,0 +1,116 @@
+"""Samplesheets: CSV, one row per subject, validated against a JSON Schema before any work.
+
+Every problem (row and column) is collected and reported together, so a user fixes the
+sheet once rather than once per error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import pandas as pd
+
+from medflow.errors import InvalidDataError, MissingInputError
+
+KINDS = ("generic", "cardiac", "brats")
+# Columns that hold label maps rather than intensities (resampled by nearest neighbour).
+LABEL_PREFIXES = ("seg", "mask", "label")
+
+
+def is_label_role(role: str) -> bool:
+    return role.lower().startswith(LABEL_PREFIXES)
+
+
+def load_schema(kind: str) -> dict:
+    if kind not in KINDS:
+        raise ValueError(f"unknown samplesheet kind {kind!r}; expected one of {KINDS}")
+    text = resources.files("medflow").joinpath(f"schemas/samplesheet_{kind}.json").read_text()
+    return json.loads(text)
+
+
+def detect_kind(columns) -> str:
+    cols = set(columns)
+    if "sa" in cols:
+        return "cardiac"
+    if {"t1", "t1ce", "t2", "flair"} & cols:
+        return "brats"
+    return "generic"
+
+
+def load_samplesheet(path: str | os.PathLike, kind: str | None = None,
+                     required_roles: tuple[str, ...] = (), check_files: bool = True
+                     ) -> pd.DataFrame:
+    """Read and validate a samplesheet; return it with paths made absolute.
+
+    Args:
+        path: the CSV file.
+        kind: ``generic``, ``cardiac`` or ``brats``; detected from the columns when None.
+        required_roles: columns the calling command needs on every row.
+        check_files: also check that every named file exists.
+
+    Returns:
+        DataFrame with a ``subject`` column and one column per role (absolute paths, or
+        None where a cell is empty).
+
+    Note:
+        All problems are gathered into one error: exit 66 when the only problems are
+        missing files, 65 otherwise.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError("samplesheet not found", path)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InvalidDataError(f"not a readable CSV samplesheet ({exc})", path) from None
+    df.columns = [c.strip() for c in df.columns]
+    kind = kind or detect_kind(df.columns)
+    schema = load_schema(kind)
+    validator = jsonschema.Draft202012Validator(schema)
+    problems: list[str] = []
+    missing: list[str] = []
+    needed = set(schema.get("required", [])) | set(required_roles)
+    for col in sorted(needed - set(df.columns)):
+        problems.append(f"missing column '{col}'")
+    if len(df) == 0:
+        problems.append("no subjects (the samplesheet has no rows)")
+    dupes = df["subject"][df["subject"].duplicated()].unique() if "subject" in df else []
+    for subject in dupes:
+        problems.append(f"duplicate subject '{subject}'")
+    base = path.parent
+    for i, row in df.iterrows():
+        rowno = i + 2  # header is line 1
+        record = {k: v.strip() for k, v in row.items() if isinstance(v, str) and v.strip()}
+        for err in validator.iter_errors(record):
+            where = err.path[0] if err.path else None
+            if err.validator == "required":
+                col = err.message.split("'")[1]
+                problems.append(f"row {rowno}, column '{col}': empty")
+            elif where == "subject":
+                problems.append(f"row {rowno}, column 'subject': bad subject ID "
+                                f"{record.get('subject')!r} (letters, digits, _ . - only)")
+            else:
+                problems.append(f"row {rowno}, column '{where}': {err.message}")
+        for role in required_roles:
+            if role in df.columns and not record.get(role):
+                problems.append(f"row {rowno}, column '{role}': empty")
+        for col, value in record.items():
+            if col == "subject":
+                continue
+            full = (base / value) if not os.path.isabs(value) else Path(value)
+            df.at[i, col] = str(full)
+            if check_files and not full.exists():
+                missing.append(f"row {rowno}, column '{col}': file not found: {value}")
+    for col in df.columns:
+        df[col] = df[col].map(lambda v: v if isinstance(v, str) and v.strip() else None)
+    if problems or missing:
+        n = len(problems) + len(missing)
+        msg = f"{n} problem{'s' if n > 1 else ''}: " + "; ".join(problems + missing)
+        cls = InvalidDataError if problems else MissingInputError
+        raise cls(msg, path)
+    df.attrs["kind"] = kind
+    return df

@@ -1,0 +1,1 @@
+"""Synthetic cohorts with known ground truth (cardiac cine, BraTS-style, microCT)."""
