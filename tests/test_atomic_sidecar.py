@@ -80,3 +80,13 @@ def test_exit_codes_and_one_line_errors(runner, exc, code):
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("medflow: error:")
     assert "Traceback" not in result.output
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path):
+    import os
+
+    with atomic_outputs() as out:
+        out.path(tmp_path / "a.txt").write_text("a")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask

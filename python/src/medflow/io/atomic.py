@@ -19,6 +19,15 @@ def _suffix(path: Path) -> str:
     return path.suffix
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 class OutputSet:
     """Temporary paths for a set of outputs; see :func:`atomic_outputs`."""
 
@@ -31,6 +40,8 @@ class OutputSet:
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + _suffix(final),
                                    dir=final.parent)
+        # mkstemp makes owner-only files; outputs get the usual mode (shared clusters, containers).
+        os.fchmod(fd, 0o666 & ~_UMASK)
         os.close(fd)
         self._pending.append((Path(tmp), final))
         return Path(tmp)
