@@ -73,7 +73,7 @@ def read_image(path: str | os.PathLike, kind: Kind = "image", *, mmap: bool = Fa
     else:
         from medflow.io import dicom
 
-        vol = dicom.select_series(dicom.read_dicom(p), series, p)
+        vol = dicom.select_series(dicom.read_dicom(p, series=series), series, p)
     vol.kind = kind
     vol.meta.setdefault("source", str(p))
     vol.meta.setdefault("format", fmt)
