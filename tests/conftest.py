@@ -22,6 +22,13 @@ def oblique_affine(spacing=(1.5, 2.0, 3.0), origin=(-10.0, 5.0, 20.0), angle=0.3
 
 
 @pytest.fixture
+def oblique():
+    """The oblique-affine factory, for tests in sub-folders (conftest is not importable
+    under pytest's importlib mode): ``oblique(spacing=..., origin=..., angle=...)``."""
+    return oblique_affine
+
+
+@pytest.fixture
 def image3d() -> Volume:
     rng = np.random.default_rng(0)
     data = rng.normal(100, 20, size=(10, 20, 30)).astype(np.float32)

@@ -12,6 +12,7 @@ import click
 import numpy as np
 
 from medflow.io.atomic import atomic_path
+from medflow.phantom.appearance import CONTRASTS
 from medflow.options import jobs_option, parse_triplet, show_progress, verbosity_options
 
 log = logging.getLogger("medflow")
@@ -50,8 +51,8 @@ def _write_one(kind: str, out: Path, subject: str, seed: int, options: dict) -> 
               help="Cohort seed; the same seed gives the same bytes.")
 @click.option("--frames", type=click.IntRange(min=2), default=20, show_default=True,
               help="cardiac: cine frames per cycle.")
-@click.option("--contrast", default=None,
-              help="cardiac: image appearance, 'ssfp' (default) or 'gre' for a domain shift.")
+@click.option("--contrast", type=click.Choice(CONTRASTS), default=None,
+              help="cardiac: image appearance; 'gre' gives a domain shift [default: ssfp].")
 @click.option("--shape", default=None,
               help="brats/microct: volume shape X,Y,Z (brats 240,240,155 gives 1 mm voxels).")
 @click.option("--with-predictions", is_flag=True,

@@ -1,0 +1,194 @@
+"""Synthetic cardiac cine subjects with analytic ground truth (``demo-cohort --kind cardiac``).
+
+One subject = a :class:`~medflow.phantom.heart.HeartModel` (anatomy and motion) in a static
+:class:`~medflow.phantom.thorax.Thorax`, imaged like UK Biobank: a short-axis cine stack
+with per-slice breath-hold shifts, 2- and 4-chamber long-axis cines, their label maps, 3D
+1.25 mm ground truth at ED and ES, and ``truth.json`` with the analytic volumes.
+
+Random streams (all from the subject seed): ``[seed, 0]`` anatomy and motion, ``[seed, 1]``
+surroundings and slice shifts, ``[seed, 2]`` appearance, ``[seed, 3]`` noise. Changing the
+contrast therefore changes the images only, never the labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from medflow.io.atomic import atomic_outputs
+from medflow.io.images import write_nifti
+from medflow.io.sidecar import write_json
+from medflow.io.volume import Volume
+from medflow.phantom import cine_planes as cp
+from medflow.phantom.appearance import (CONTRASTS, Appearance, bias_field, check_contrast,
+                                       draw_appearance, render, tissue_intensity)
+from medflow.phantom.heart import MYOCARDIUM_DENSITY, HeartModel, tissue_to_label
+from medflow.phantom.thorax import Thorax, thorax_classes
+
+__all__ = ["CONTRASTS", "ROLES", "cine_series", "simulate_tissue", "subject_truth",
+           "write_cardiac_subject"]
+
+#: Samplesheet role -> file name written by :func:`write_cardiac_subject`.
+ROLES = {"sa": "sa.nii.gz", "la_2ch": "la_2ch.nii.gz", "la_4ch": "la_4ch.nii.gz",
+         "seg_sa": "seg_sa.nii.gz", "seg_la_2ch": "seg_la_2ch.nii.gz",
+         "seg_la_4ch": "seg_la_4ch.nii.gz", "gt_ed": "gt_ed.nii.gz", "gt_es": "gt_es.nii.gz",
+         "truth": "truth.json"}
+LABEL_NAMES = {0: "background", 1: "LV blood pool", 2: "LV myocardium", 3: "RV blood pool"}
+
+
+def frame_times(frames: int) -> np.ndarray:
+    """Time of each cine frame as a fraction of the cardiac cycle (frame 0 = ED)."""
+    return np.arange(frames) / frames
+
+
+def simulate_tissue(heart: HeartModel, body: Thorax, points: np.ndarray,
+                    times) -> np.ndarray:
+    """Tissue classes of world points over time: the heart over the static thorax.
+
+    Args:
+        heart: the beating heart.
+        body: its static surroundings.
+        points: (..., 3) world RAS mm.
+        times: cycle fractions, one per output frame.
+
+    Returns:
+        uint8 array (..., T): heart classes 1-6 where the heart is, else thorax 10-17.
+    """
+    shape = points.shape[:-1]
+    flat = points.reshape(-1, 3)
+    static = thorax_classes(flat, body, heart)
+    # Only points that can ever be heart are pushed through the inverse mapping.
+    r_max, z_min, z_max = heart.reach_heart()
+    q = heart.to_heart(flat)
+    near = np.flatnonzero((q[:, 0] ** 2 + q[:, 1] ** 2 <= r_max ** 2)
+                          & (q[:, 2] >= z_min) & (q[:, 2] <= z_max))
+    q_near, static_near = q[near], static[near]
+    out = np.repeat(static[:, None], len(times), axis=1)
+    for j, t in enumerate(times):
+        cls = heart.tissue_ed_heart(heart.inverse_heart(q_near, float(t)))
+        out[near, j] = np.where(cls > 0, cls, static_near)
+    return out.reshape(*shape, len(times))
+
+
+def cine_series(heart: HeartModel, body: Thorax, look: Appearance, affine: np.ndarray,
+                shape, times, thickness_mm: float, rng: np.random.Generator,
+                shifts_mm: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Image and labels of one cine series on a grid.
+
+    Args:
+        heart, body, look: the subject.
+        affine, shape: the grid (X, Y, Z); axis 2 is the slice normal.
+        times: cycle fraction of each frame.
+        thickness_mm: slice thickness; the image averages three planes across it (partial
+            volume), the labels are those of the centre plane.
+        rng: noise generator.
+        shifts_mm: optional (Z, 2) breath-hold shifts (see :func:`cine_planes.grid_points`).
+
+    Returns:
+        (int16 image, uint8 labels), both (X, Y, Z, T).
+    """
+    centre = cp.grid_points(affine, shape, shifts_mm)
+    tissue = simulate_tissue(heart, body, centre, times)
+    ideal = tissue_intensity(tissue, look)
+    normal = affine[:3, 2] / np.linalg.norm(affine[:3, 2])
+    for offset in (-thickness_mm / 3.0, thickness_mm / 3.0):
+        ideal += tissue_intensity(simulate_tissue(heart, body, centre + offset * normal, times),
+                                  look)
+    ideal /= 3.0
+    # The coil does not move with breathing: the bias is sampled at the true positions.
+    bias = bias_field(cp.grid_points(affine, shape).reshape(-1, 3), look).reshape(shape)
+    pixel = float(np.linalg.norm(affine[:3, 0]))
+    return render(ideal, bias, look, pixel, rng), tissue_to_label(tissue)
+
+
+def subject_truth(heart: HeartModel, frames: int) -> dict:
+    """Analytic clinical measures of a heart (the keys carry their units)."""
+    times = frame_times(frames)
+    es_frame = int(round(heart.params.es_fraction * frames))
+    ed, es = heart.volumes(0.0), heart.volumes(times[es_frame])
+    per_frame = [heart.volumes(t) for t in times]
+    return {
+        "lvedv_ml": ed["lv_ml"], "lvesv_ml": es["lv_ml"],
+        "lvef_pct": 100.0 * (1.0 - es["lv_ml"] / ed["lv_ml"]),
+        "lv_myo_ml": ed["lv_myo_ml"], "lv_mass_g": MYOCARDIUM_DENSITY * ed["lv_myo_ml"],
+        "rvedv_ml": ed["rv_ml"], "rvesv_ml": es["rv_ml"],
+        "rvef_pct": 100.0 * (1.0 - es["rv_ml"] / ed["rv_ml"]),
+        "ed_frame": 0, "es_frame": es_frame, "frames": frames,
+        "frame_time_fraction": times.tolist(),
+        "lv_volume_ml_per_frame": [v["lv_ml"] for v in per_frame],
+        "rv_volume_ml_per_frame": [v["rv_ml"] for v in per_frame],
+    }
+
+
+def write_cardiac_subject(folder: Path, subject: str, seed: int, frames: int = 20,
+                          contrast: str = "ssfp") -> dict[str, str]:
+    """Write one synthetic cine subject (images, labels, 3D ground truth, truth.json).
+
+    Args:
+        folder: output folder (exists); files are written atomically inside it.
+        subject: subject identifier, recorded in truth.json.
+        seed: subject seed; the same seed (and arguments) gives the same bytes.
+        frames: cine frames per cardiac cycle (>= 2); frame 0 is ED, ES lies on a frame.
+        contrast: image appearance, one of :data:`CONTRASTS` (labels do not depend on it).
+
+    Returns:
+        Role -> file name inside ``folder`` (see :data:`ROLES`).
+
+    Note:
+        Images are int16 magnitudes (brightest tissue ~1000), labels uint8 (0 background,
+        1 LV blood pool, 2 LV myocardium, 3 RV blood pool). ``slice_shifts_mm`` in
+        truth.json holds, per short-axis slice, the displacement (mm, along the SA voxel
+        axes i and j) of that slice's content, applied to ``sa`` and ``seg_sa`` alike; the
+        long-axis images and the 3D ground truth are not shifted.
+    """
+    check_contrast(contrast)
+    if frames < 2:
+        raise ValueError(f"frames must be at least 2, got {frames}")
+    folder = Path(folder)
+    heart = HeartModel.from_seed(seed, frames)
+    scene_rng = np.random.default_rng([seed, 1])
+    body = Thorax.around(heart, scene_rng)
+    look = draw_appearance(contrast, np.random.default_rng([seed, 2]), heart.params.origin)
+    noise_rng = np.random.default_rng([seed, 3])
+    times = frame_times(frames)
+    truth = subject_truth(heart, frames)
+
+    volumes: dict[str, Volume] = {}
+    sa_affine, sa_shape = cp.sa_geometry(heart)
+    shifts = cp.draw_slice_shifts(scene_rng, sa_shape[2])
+    series = [("sa", sa_affine, sa_shape, cp.SA_SLICE_THICKNESS_MM, shifts)]
+    for view in ("2ch", "4ch"):
+        series.append((f"la_{view}", *cp.la_geometry(heart, view), cp.LA_SLICE_THICKNESS_MM,
+                       None))
+    for role, affine, shape, thickness, shift in series:
+        image, labels = cine_series(heart, body, look, affine, shape, times, thickness,
+                                    noise_rng, shift)
+        volumes[role] = Volume(image, affine)
+        volumes[f"seg_{role}"] = Volume(labels, affine, kind="label")
+
+    gt_affine, gt_shape = cp.gt_geometry(heart)
+    gt_points = cp.grid_points(gt_affine, gt_shape).reshape(-1, 3)
+    for role, t in (("gt_ed", 0.0), ("gt_es", times[truth["es_frame"]])):
+        labels = heart.labels_at(gt_points, float(t)).reshape(gt_shape)
+        volumes[role] = Volume(labels, gt_affine, kind="label")
+
+    units = sa_affine[:3, :2] / np.linalg.norm(sa_affine[:3, :2], axis=0)
+    truth.update({
+        "subject": subject, "seed": int(seed), "contrast": contrast,
+        "slice_shifts_mm": shifts.tolist(),
+        "slice_shifts_world_mm": (shifts @ units.T).tolist(),
+        "slice_shift_convention": "content of SA slice k is displaced by +shift[k] along "
+                                  "SA voxel axes (i, j); la_*, gt_* are not shifted",
+        "sa_slice_thickness_mm": cp.SA_SLICE_THICKNESS_MM,
+        "la_slice_thickness_mm": cp.LA_SLICE_THICKNESS_MM,
+        "labels": LABEL_NAMES,
+        "heart_to_world": heart.heart_to_world.tolist(),
+        "model": heart.to_dict(), "thorax": asdict(body), "appearance": asdict(look),
+    })
+    with atomic_outputs() as out:
+        for role, vol in volumes.items():
+            write_nifti(vol, out.path(folder / ROLES[role]))
+        write_json(truth, out.path(folder / ROLES["truth"]))
+    return dict(ROLES)
