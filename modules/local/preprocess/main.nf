@@ -17,7 +17,8 @@ process PREPROCESS {
     script:
     def args = task.ext.args ?: ''
     prefix = task.ext.prefix ?: "${meta.id}"
-    def role = meta.role.startsWith('seg') || meta.role.startsWith('mask') ? 'label' : 'image'
+    // Same rule as medflow.io.samplesheet.is_label_role: seg*/mask*/label* columns are labels
+    def role = meta.role.toLowerCase() ==~ /^(seg|mask|label).*/ ? 'label' : 'image'
     """
     medflow preprocess --input ${image} --output ${prefix}_${meta.role}_preproc.nii.gz --role ${role} ${args}
     """
