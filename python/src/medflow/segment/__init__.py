@@ -1,0 +1,17 @@
+"""segment-cascaded: a memory-efficient two-stage cascaded U-net (global meU-net on the
+downsampled volume, local U-net on full-resolution patches, post-concatenation), with
+GIN-IPA augmentation, uncertainty maps and streaming slab-stitched inference.
+
+Public API:
+    CascadeConfig, Cascade, MeUNet             the model (config.py, cascade.py, unet.py)
+    train, TrainOptions                        training both stages (train.py)
+    stream_predict, stitch_in_memory           sliding-window inference (infer.py)
+    segment, NiftiSink                         one image into output arrays (predict.py)
+    save_model, load_model                     safetensors + model.json (modelio.py)
+"""
+
+from medflow.segment.cascade import Cascade
+from medflow.segment.config import CascadeConfig
+from medflow.segment.unet import MeUNet
+
+__all__ = ["Cascade", "CascadeConfig", "MeUNet"]

@@ -1,0 +1,138 @@
+"""Training augmentation, sample-then-apply: ``sample_*`` draws an explicit parameter dict
+from a seeded numpy Generator; ``apply_*`` is a deterministic function of it (TorchIO's
+RandomGamma / Gamma split).
+
+- ``standard``: flips, in-plane rotation, scaling, gamma, intensity scale/shift, a smooth
+  multiplicative bias field, Gaussian noise.
+- ``gin-ipa`` (causality-inspired single-source domain generalisation): the spatial part of
+  ``standard``, then two appearance copies of each image: copy A re-textured by a random
+  shallow convolutional network (GIN); copy B the blend ``m * GIN_b(x) + (1 - m) * GIN_c(x)``
+  of two independent re-texturings through a random smooth mask ``m`` (interventional
+  pseudo-correlation augmentation). Training adds a consistency loss between the copies.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MODES = ("none", "standard", "gin-ipa")
+
+
+def sample_spatial(rng: np.random.Generator, spacing) -> dict:
+    """Flips per axis, rotation (rad) about the coarsest axis, isotropic scale."""
+    return {"flip": [bool(f) for f in rng.random(3) < 0.5],
+            "angle": float(rng.uniform(-math.pi / 12, math.pi / 12)),
+            "scale": float(rng.uniform(0.85, 1.15)),
+            "axis": int(np.argmax(spacing))}
+
+
+def apply_spatial(image: torch.Tensor, classes: torch.Tensor, p: dict, spacing):
+    """image (C, X, Y, Z) float, classes (X, Y, Z) long -> transformed copies."""
+    a, b = [i for i in range(3) if i != p["axis"]]
+    c, s = math.cos(p["angle"]), math.sin(p["angle"])
+    rot = np.eye(3)
+    rot[a, a], rot[a, b], rot[b, a], rot[b, b] = c, -s, s, c
+    half = np.array(image.shape[1:]) * np.asarray(spacing) / 2.0   # physical half-extent
+    m = np.diag(1 / half) @ (rot.T / p["scale"]) @ np.diag(half)  # out-norm -> in-norm
+    m = m[::-1, ::-1]                                   # affine_grid wants (z, y, x) order
+    theta = torch.zeros(1, 3, 4)
+    theta[0, :, :3] = torch.from_numpy(m.copy())
+    size = (1, 1, *image.shape[1:])
+    grid = F.affine_grid(theta, size, align_corners=False)
+    img = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="border",
+                        align_corners=False)[0]
+    lab = F.grid_sample(classes[None, None].float(), grid, mode="nearest",
+                        padding_mode="zeros", align_corners=False)[0, 0].long()
+    dims = [d for d in range(3) if p["flip"][d]]
+    if dims:
+        img, lab = img.flip([d + 1 for d in dims]), lab.flip(dims)
+    return img.contiguous(), lab.contiguous()
+
+
+def sample_intensity(rng: np.random.Generator) -> dict:
+    """Gamma, scale, shift, bias-field coefficients (4x4x2 grid), noise std and seed."""
+    return {"gamma": float(np.exp(rng.uniform(-0.3, 0.3))),
+            "scale": float(rng.uniform(0.9, 1.1)), "shift": float(rng.uniform(-0.1, 0.1)),
+            "bias": rng.normal(0, 0.15, size=(4, 4, 2)).tolist(),
+            "noise": float(rng.uniform(0, 0.1)), "noise_seed": int(rng.integers(2**31))}
+
+
+def apply_intensity(image: torch.Tensor, p: dict) -> torch.Tensor:
+    """Deterministic intensity transform of a z-scored image (C, X, Y, Z)."""
+    lo, hi = image.amin(), image.amax()
+    unit = (image - lo) / (hi - lo + 1e-6)
+    out = unit.pow(p["gamma"]) * (hi - lo) + lo
+    field = smooth_field(torch.tensor(p["bias"]), image.shape[1:])
+    out = out * torch.exp(field) * p["scale"] + p["shift"]
+    g = torch.Generator().manual_seed(p["noise_seed"])
+    return out + p["noise"] * torch.randn(out.shape, generator=g)
+
+
+def smooth_field(coarse: torch.Tensor, size) -> torch.Tensor:
+    """A coarse (x, y, z) grid upsampled smoothly (trilinear) to ``size``."""
+    return F.interpolate(coarse[None, None].float(), size=tuple(size), mode="trilinear",
+                         align_corners=True)[0, 0]
+
+
+def sample_gin(rng: np.random.Generator, in_ch: int, kernel=(3, 3, 3), layers: int = 4,
+               width: int = 2) -> dict:
+    """Weights of a random shallow conv net (GIN) and its mixing weight alpha."""
+    chans = [in_ch] + [width] * (layers - 1) + [in_ch]
+    weights = [rng.normal(0, 1, size=(o, i, *kernel)).tolist() for i, o in zip(chans, chans[1:])]
+    return {"weights": weights, "alpha": float(rng.uniform(0, 1))}
+
+
+def apply_gin(image: torch.Tensor, p: dict) -> torch.Tensor:
+    """Re-texture (C, X, Y, Z): random convs + LeakyReLU, rescaled to the input's norm,
+    then mixed with the input by alpha."""
+    h = image[None]
+    n = len(p["weights"])
+    for i, w in enumerate(p["weights"]):
+        w = torch.tensor(w, dtype=image.dtype)
+        h = F.conv3d(h, w, padding=tuple(k // 2 for k in w.shape[2:]))
+        if i < n - 1:
+            h = F.leaky_relu(h, 0.2)
+    h = h[0]
+    h = (h - h.mean()) * (image.norm() / (h - h.mean()).norm().clamp_min(1e-6))
+    return p["alpha"] * h + (1 - p["alpha"]) * image
+
+
+def sample_ipa_mask(rng: np.random.Generator) -> dict:
+    """A random smooth pseudo-correlation mask: coarse Gaussian grid and sharpness."""
+    return {"coarse": rng.normal(0, 1, size=(4, 4, 3)).tolist(),
+            "sharpness": float(rng.uniform(2, 6))}
+
+
+def apply_ipa_mask(p: dict, size) -> torch.Tensor:
+    return torch.sigmoid(p["sharpness"] * smooth_field(torch.tensor(p["coarse"]), size))
+
+
+def sample_augment(rng: np.random.Generator, mode: str, spacing, in_ch: int,
+                   kernel=(3, 3, 3)) -> dict:
+    """All parameters of one augmentation draw for ``mode`` (see :data:`MODES`)."""
+    if mode == "none":
+        return {"mode": mode}
+    p = {"mode": mode, "spatial": sample_spatial(rng, spacing)}
+    if mode == "standard":
+        p["intensity"] = sample_intensity(rng)
+    else:
+        p["gin"] = [sample_gin(rng, in_ch, kernel) for _ in range(3)]
+        p["mask"] = sample_ipa_mask(rng)
+    return p
+
+
+def apply_augment(image: torch.Tensor, classes: torch.Tensor, p: dict, spacing):
+    """Returns (images (K, C, X, Y, Z), classes (X, Y, Z)); K = 2 copies for gin-ipa."""
+    if p["mode"] == "none":
+        return image[None], classes
+    image, classes = apply_spatial(image, classes, p["spatial"], spacing)
+    if p["mode"] == "standard":
+        return apply_intensity(image, p["intensity"])[None], classes
+    gin_a, gin_b, gin_c = (apply_gin(image, g) for g in p["gin"])
+    m = apply_ipa_mask(p["mask"], image.shape[1:])[None]
+    copy_b = m * gin_b + (1 - m) * gin_c
+    return torch.stack([gin_a, copy_b]), classes

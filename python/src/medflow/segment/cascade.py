@@ -1,0 +1,137 @@
+"""The two-stage cascade: a global meU-net on the downsampled volume, a local U-net on
+full-resolution patches, joined by post-concatenation.
+
+::
+
+    image ──block-average /f──> stage1 ──> logits1 (coarse classes), feats1
+      │                                        │ softmax        │
+      │                         upsample to the patch (linear, per axis)
+      └── patch ──cat(probs1↑)──> stage2 encoder/decoder ──> feats2
+                                           cat(feats2, feats1↑) ──> head ──> logits2
+
+The upsampling of stage-1 outputs is evaluated for one patch at a time
+(:func:`upsample_region`), so the full-resolution stage-1 output is never materialised.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medflow.segment.config import CascadeConfig, divisor_of
+from medflow.segment.unet import MeUNet
+
+
+class Cascade(nn.Module):
+    """Stage 1 (global, ``stage1``) and stage 2 (local, ``stage2``) of the cascade.
+
+    Args:
+        cfg: the config; ``cfg.stages == 1`` builds stage 2 alone (the single-stage
+            baseline: image patches in, no stage-1 inputs or features).
+
+    Example:
+        >>> cfg = CascadeConfig(channels1=(4, 8), channels2=(4, 8), pools1=((2, 2, 1),),
+        ...     pools2=((2, 2, 1),), kernels1=((3, 3, 3),) * 2, kernels2=((3, 3, 3),) * 2,
+        ...     patch=(8, 8, 4))
+        >>> model = Cascade(cfg).eval()
+        >>> x = torch.zeros(1, 1, 16, 16, 4)
+        >>> logits1, feats1 = model.forward_stage1(x)
+        >>> probs_up, feats_up = model.stage1_context(logits1, feats1, (0, 0, 0), (8, 8, 4),
+        ...                                           x.shape[2:])
+        >>> tuple(model.forward_stage2(x[..., :8, :8, :], probs_up, feats_up).shape)
+        (1, 4, 8, 8, 4)
+    """
+
+    def __init__(self, cfg: CascadeConfig):
+        super().__init__()
+        self.cfg = cfg
+        c = cfg.n_classes
+        if cfg.stages == 2:
+            self.stage1 = MeUNet(cfg.in_channels, c, cfg.channels1, cfg.pools1, cfg.kernels1,
+                                 cfg.dropout, cfg.checkpoint)
+            in2, extra = cfg.in_channels + c, cfg.channels1[0]
+        else:
+            self.stage1 = None
+            in2, extra = cfg.in_channels, 0
+        self.stage2 = MeUNet(in2, c, cfg.channels2, cfg.pools2, cfg.kernels2, cfg.dropout,
+                             cfg.checkpoint, extra_channels=extra)
+
+    def forward_stage1(self, image: torch.Tensor):
+        """Whole full-resolution image (B, in, X, Y, Z) -> stage-1 (logits, features) on the
+        downsampled grid (B, ., ceil(X/fx), ceil(Y/fy), ceil(Z/fz))."""
+        return self.stage1_on_low(downsample(image, self.cfg.stage1_factor))
+
+    def stage1_on_low(self, low: torch.Tensor):
+        """Stage 1 on an already downsampled image: pad to the pool product, run, crop."""
+        shape = low.shape[2:]
+        div = divisor_of(self.cfg.pools1)
+        pad = [(-n) % d for n, d in zip(shape, div)]
+        padded = F.pad(low, [p for a in reversed(pad) for p in (0, a)])
+        logits, feats = self.stage1(padded)
+        crop = (..., slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
+        return logits[crop], feats[crop]
+
+    def stage1_context(self, logits1, feats1, start, size, full_shape):
+        """Stage-1 probabilities and features upsampled onto one full-resolution patch."""
+        probs1 = torch.softmax(logits1.float(), dim=1)
+        joined = torch.cat([probs1, feats1.float()], dim=1)
+        up = upsample_region(joined, start, size, full_shape)
+        c = self.cfg.n_classes
+        return up[:, :c], up[:, c:]
+
+    def forward_stage2(self, patch: torch.Tensor, probs_up=None, feats_up=None):
+        """Patch (B, in, *patch) plus upsampled stage-1 outputs -> stage-2 logits."""
+        if self.stage1 is None:
+            return self.stage2(patch)[0]
+        x = torch.cat([patch, probs_up.to(patch.dtype)], dim=1)
+        return self.stage2(x, extra=feats_up.to(patch.dtype))[0]
+
+
+def downsample(image: torch.Tensor, factors) -> torch.Tensor:
+    """Block average by integer ``factors`` (edge blocks average only their voxels).
+
+    Slabs of whole blocks give exactly the same result as the whole volume, which lets
+    streaming inference downsample a memory-mapped volume slab by slab.
+    """
+    f = tuple(int(x) for x in factors)
+    if f == (1, 1, 1):
+        return image
+    return F.avg_pool3d(image, f, stride=f, ceil_mode=True, count_include_pad=False)
+
+
+def _axis_weights(n_low: int, n_full: int, start: int, size: int, device):
+    # The same mapping as F.interpolate(mode="trilinear", align_corners=False, size=n_full).
+    i = torch.arange(start, start + size, dtype=torch.float64, device=device)
+    src = ((i + 0.5) * (n_low / n_full) - 0.5).clamp(0, n_low - 1)
+    i0 = src.floor().long().clamp(max=n_low - 1)
+    i1 = (i0 + 1).clamp(max=n_low - 1)
+    return i0, i1, (src - i0).float()
+
+
+def upsample_region(low: torch.Tensor, start, size, full_shape) -> torch.Tensor:
+    """Linear upsampling of ``low`` (B, C, x, y, z) to ``full_shape``, evaluated only on the
+    box ``start .. start + size`` (may extend past the volume: edge values repeat).
+
+    Note:
+        Equals ``F.interpolate(low, full_shape, mode="trilinear")[box]`` up to rounding,
+        but costs memory only for the box.
+    """
+    # Only the coarse voxels the box interpolates from (keeps temporaries patch-sized).
+    lo = [max(0, int((s + 0.5) * n / f - 0.5) - 1) for s, n, f in
+          zip(start, low.shape[2:], full_shape)]
+    hi = [min(n, int((s + k + 0.5) * n / f - 0.5) + 3) for s, k, n, f in
+          zip(start, size, low.shape[2:], full_shape)]
+    out = low[..., lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    for axis in range(3):
+        i0, i1, w = _axis_weights(low.shape[2 + axis], int(full_shape[axis]),
+                                  int(start[axis]), int(size[axis]), low.device)
+        i0, i1 = (i0 - lo[axis]).clamp(0, hi[axis] - lo[axis] - 1), \
+            (i1 - lo[axis]).clamp(0, hi[axis] - lo[axis] - 1)
+        dim = 2 + axis
+        shape = [1] * out.dim()
+        shape[dim] = -1
+        a = out.index_select(dim, i0)                     # (B, C, ..., size[axis], ...)
+        out = out.index_select(dim, i1).sub_(a).mul_(w.view(shape)).add_(a)  # in place
+        del a
+    return out

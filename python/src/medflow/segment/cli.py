@@ -1,0 +1,180 @@
+"""`medflow segment-cascaded train|predict`: thin commands around the cascade.
+
+Torch and the model code are imported inside the commands so `medflow --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+import click
+
+from medflow.errors import TransientError
+from medflow.options import (device_option, parse_triplet, resolve_device, seed_option,
+                             show_progress, verbosity_options)
+
+log = logging.getLogger("medflow")
+
+
+@contextlib.contextmanager
+def oom_is_transient():
+    """GPU (or host) out of memory -> TransientError (exit 75: the pipeline retries)."""
+    import torch
+
+    try:
+        yield
+    except torch.OutOfMemoryError as exc:
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+        raise TransientError(f"GPU out of memory ({str(exc).splitlines()[0]}); retry with "
+                             "more GPU memory, a smaller --patch, or --device cpu") from None
+
+
+def _roles(text: str) -> tuple[str, ...]:
+    return tuple(r.strip() for r in text.split(",") if r.strip())
+
+
+@click.group("segment-cascaded")
+@verbosity_options
+def segment_cascaded() -> None:
+    """Two-stage memory-efficient cascaded U-net: train and predict.
+
+    \b
+    Example:
+      medflow segment-cascaded train --samplesheet demo/samplesheet.csv --out model
+      medflow segment-cascaded predict --model model --input sa.nii.gz --output seg.nii.gz
+    """
+
+
+@segment_cascaded.command("train")
+@click.option("--samplesheet", required=True, type=click.Path(path_type=Path),
+              help="CSV with a subject column and image/label columns.")
+@click.option("--image-role", default="sa", show_default=True,
+              help="Image column(s), comma-separated for several channels (t1,t1ce,t2,flair).")
+@click.option("--label-role", default="seg_sa", show_default=True, help="Label map column.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Model folder to write (model.safetensors, model.json, curve).")
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--patch", default="128,128,16", show_default=True,
+              help="Stage-2 patch X,Y,Z (clipped to the data; also the inference window).")
+@click.option("--stage1-factor", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Stage-1 downsampling (no axis made coarser than the coarsest one).")
+@click.option("--augment", type=click.Choice(["none", "standard", "gin-ipa"]),
+              default="standard", show_default=True)
+@click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.2, show_default=True,
+              help="Fraction of subjects held out for validation Dice.")
+@click.option("--channels", type=click.IntRange(min=2), default=16, show_default=True,
+              help="Stage-2 width at full resolution (doubles per level; stage 1 half).")
+@click.option("--levels", type=click.IntRange(min=2, max=6), default=4, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True, help="Learning rate.")
+@click.option("--single-stage", is_flag=True, help="Baseline: stage 2 alone, no cascade.")
+@click.option("--regions", type=click.Choice(["none", "brats"]), default="none",
+              show_default=True, help="brats: WT/TC/ET uncertainty maps at prediction.")
+@click.option("--resume", is_flag=True, help="Continue the run saved in --out.")
+@device_option
+@seed_option
+@verbosity_options
+def train_cmd(samplesheet, image_role, label_role, out, epochs, patch, stage1_factor, augment,
+              val_fraction, channels, levels, lr, single_stage, regions, resume, device,
+              seed) -> None:
+    """Train both stages of the cascade on a samplesheet.
+
+    \b
+    Example:
+      medflow demo-cohort --kind cardiac --subjects 16 --out demo
+      medflow segment-cascaded train --samplesheet demo/samplesheet.csv \\
+          --image-role sa --label-role seg_sa --epochs 20 --augment gin-ipa --out model
+    """
+    import torch
+
+    from medflow.io.samplesheet import load_samplesheet
+    from medflow.segment.workflow import train_model
+
+    patch_size = tuple(int(v) for v in parse_triplet(patch, "--patch"))
+    roles = _roles(image_role)
+    df = load_samplesheet(samplesheet, required_roles=(*roles, label_role))
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    with oom_is_transient():
+        card = train_model(df, roles, label_role, out, epochs=epochs, patch=patch_size,
+                           stage1_factor=stage1_factor, augment=augment,
+                           val_fraction=val_fraction, channels=channels, levels=levels,
+                           lr=lr, stages=1 if single_stage else 2, regions=regions,
+                           resume=resume, device=dev, seed=seed, samplesheet=samplesheet,
+                           progress=show_progress())
+    dice = card["validation"].get("dice", {})
+    click.echo(f"{out}  validation Dice: " + (", ".join(f"{k} {v:.3f}" for k, v in dice.items())
+                                               or "n/a"))
+
+
+@segment_cascaded.command("predict")
+@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
+              help="Model folder written by train.")
+@click.option("--input", "inputs", multiple=True, type=click.Path(path_type=Path),
+              help="Image (repeat for several channels in the model's order).")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Label map to write (.nii is written through a memory map).")
+@click.option("--probabilities", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write class probabilities (X,Y,Z[,T],C float32).")
+@click.option("--uncertainty", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write uncertainty 0-100 (region models: one file per region).")
+@click.option("--uncertainty-kind", type=click.Choice(["entropy", "disagreement"]),
+              default="entropy", show_default=True)
+@click.option("--tta", type=click.IntRange(1, 8), default=1, show_default=True,
+              help="Test-time flips per window.")
+@click.option("--mc-samples", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Monte-Carlo dropout draws per window.")
+@click.option("--overlap", type=click.FloatRange(0, 0.9), default=None,
+              help="Sliding-window overlap [default: the model's, 0.5].")
+@click.option("--samplesheet", type=click.Path(path_type=Path),
+              help="Batch mode: segment every subject of this samplesheet.")
+@click.option("--outdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Batch mode: results folder (<subject>/<subject>_<role>_seg.nii.gz).")
+@click.option("--image-role", default=None, help="Batch mode: image column(s) [model's].")
+@click.option("--save-probabilities", is_flag=True, help="Batch mode: also probabilities.")
+@click.option("--save-uncertainty", is_flag=True, help="Batch mode: also uncertainty.")
+@device_option
+@seed_option
+@verbosity_options
+def predict_cmd(model_dir, inputs, output, probabilities, uncertainty, uncertainty_kind, tta,
+                mc_samples, overlap, samplesheet, outdir, image_role, save_probabilities,
+                save_uncertainty, device, seed) -> None:
+    """Segment images (3D, or every frame of a 4D cine) with a trained cascade.
+
+    \b
+    Example:
+      medflow segment-cascaded predict --model model --input sa.nii.gz --output seg.nii.gz \\
+          --uncertainty unc.nii.gz --tta 4
+      medflow segment-cascaded predict --model model --samplesheet demo/samplesheet.csv \\
+          --outdir results/segment
+    """
+    from medflow.segment.infer import return_freed_memory
+    from medflow.segment.modelio import load_model
+    from medflow.segment.workflow import predict_batch, predict_files
+
+    single = bool(inputs or output)
+    if single == bool(samplesheet or outdir):
+        raise click.UsageError("give either --input/--output or --samplesheet/--outdir")
+    if single and not (inputs and output):
+        raise click.UsageError("--input and --output go together")
+    if not single and not (samplesheet and outdir):
+        raise click.UsageError("--samplesheet and --outdir go together")
+    dev = resolve_device(device)
+    return_freed_memory()
+    model, card = load_model(model_dir, dev)
+    if overlap is not None:
+        model.cfg.overlap = overlap
+    options = dict(tta=tta, mc=mc_samples, kind=uncertainty_kind, device=dev, seed=seed,
+                   progress=show_progress())
+    with oom_is_transient():
+        if single:
+            predict_files(model, card, model_dir, list(inputs), output, probabilities,
+                          uncertainty, **options)
+            click.echo(str(output))
+        else:
+            roles = _roles(image_role) if image_role else tuple(card["training"]["image_roles"])
+            n = predict_batch(model, card, model_dir, samplesheet, outdir, roles,
+                              save_probabilities, save_uncertainty, **options)
+            click.echo(f"{outdir}  {n} subject(s)")
+

@@ -1,0 +1,147 @@
+"""Segment one image (3D, or every frame of a 4D cine) into output arrays, slab by slab.
+
+Outputs are array-likes the caller provides (:class:`NiftiSink` gives a memory-mapped
+``.nii`` or an in-memory array for ``.nii.gz``), so for an uncompressed input and output a
+640^3 volume is read and written without ever being held whole.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from medflow.errors import InvalidDataError
+from medflow.io.images import write_nifti
+from medflow.io.volume import Volume, same_space
+from medflow.segment.cascade import Cascade
+from medflow.segment.data import (needs_resampling, normalise, resampled_shape, resize,
+                                  robust_stats)
+from medflow.segment.infer import ArraySource, stream_predict
+from medflow.segment.uncertainty import labels_from_probs, uncertainty_maps
+
+IDENTITY_STATS = (-np.inf, np.inf, 0.0, 1.0)
+
+
+class NiftiSink:
+    """An output image filled slab by slab: memory-mapped for ``.nii``, in memory for
+    ``.nii.gz`` (written on :meth:`close`). Write it to a path from ``atomic_outputs``."""
+
+    def __init__(self, path: str | os.PathLike, shape, affine, dtype, kind: str = "image"):
+        self.path, self.affine, self.kind = Path(path), np.asarray(affine), kind
+        dtype = np.dtype(dtype)
+        if self.path.name.lower().endswith(".nii"):
+            hdr = nib.Nifti1Header()
+            hdr.set_data_shape(shape)
+            hdr.set_data_dtype(dtype)
+            hdr.set_qform(self.affine, code=1)
+            hdr.set_sform(self.affine, code=1)
+            hdr.set_xyzt_units("mm", "sec")
+            hdr["vox_offset"] = 352
+            with open(self.path, "wb") as fh:
+                fh.write(hdr.binaryblock + b"\0" * 4)
+                fh.truncate(352 + int(np.prod(shape)) * dtype.itemsize)
+            self.array = np.memmap(self.path, dtype=dtype, mode="r+", offset=352,
+                                   shape=tuple(shape), order="F")
+        else:
+            self.array = np.zeros(shape, dtype)
+
+    def close(self) -> None:
+        if isinstance(self.array, np.memmap):
+            self.array.flush()
+            del self.array
+        else:
+            write_nifti(Volume(self.array, self.affine, self.kind), self.path)
+
+
+def check_input(model: Cascade, channels: list[Volume], path=None) -> None:
+    """Channel count, dimensionality and a shared grid: what the model can take (else 65)."""
+    cfg = model.cfg
+    if len(channels) != cfg.in_channels:
+        raise InvalidDataError(f"the model takes {cfg.in_channels} image channel(s), "
+                               f"got {len(channels)}", path)
+    for c in channels:
+        if c.data.ndim not in (3, 4):
+            raise InvalidDataError(f"{c.data.ndim}D image: 3D or 3D+time only", path)
+        if not same_space(c, channels[0]) or c.n_frames != channels[0].n_frames:
+            raise InvalidDataError("the input channels do not share one voxel grid", path)
+
+
+def label_dtype(labels) -> np.dtype:
+    return np.dtype(np.uint8 if 0 <= min(labels) and max(labels) < 256 else np.int16)
+
+
+def segment(model: Cascade, channels: list[Volume], label_out, prob_out=None, unc_out=None,
+            tta: int = 1, mc: int = 1, uncertainty: str = "entropy", device: str = "cpu",
+            seed: int = 0, progress=None) -> dict:
+    """Segment every frame of ``channels`` into the output arrays.
+
+    Args:
+        channels: the image channels (same grid), 3D or 4D (time last).
+        label_out: (X, Y, Z[, T]) integer array-like receiving label values.
+        prob_out: optional (X, Y, Z[, T], C) float32 array-like (class probabilities).
+        unc_out: optional {name: (X, Y, Z[, T]) array-like} ("" or the region names).
+        tta / mc: test-time flips / MC-dropout draws per window.
+        uncertainty: ``entropy`` or ``disagreement`` (needs tta or mc > 1).
+        seed: seeds the MC-dropout draws (same seed, same bytes).
+
+    Returns:
+        facts for the sidecar (frames, resampled or not, windows).
+    """
+    cfg = model.cfg
+    check_input(model, channels)
+    model.eval()
+    if mc > 1:
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout3d):
+                m.train()
+    torch.manual_seed(seed)
+    first = channels[0]
+    stats = [robust_stats(c.data) for c in channels]
+    resample = needs_resampling(first.spacing, cfg.spacing)
+    n_samples = max(1, tta) * max(1, mc)
+
+    def frame(c: Volume, t: int):
+        return c.data if c.data.ndim == 3 else c.data[..., t]
+
+    for t in range(first.n_frames):
+        tix = () if first.data.ndim == 3 else (t,)
+
+        def write(z0, z1, probs, dis, tix=tix):
+            box = (slice(None), slice(None), slice(z0, z1), *tix)
+            label_out[box] = labels_from_probs(probs, cfg.labels).numpy()
+            if prob_out is not None:
+                prob_out[box] = probs.permute(1, 2, 3, 0).numpy()
+            if unc_out:
+                maps = uncertainty_maps(probs, dis, uncertainty, cfg.labels, cfg.regions,
+                                        n_samples)
+                for name, arr in unc_out.items():
+                    arr[box] = np.rint(maps[name].numpy()).astype(arr.dtype)
+
+        if not resample:
+            src = ArraySource([frame(c, t) for c in channels], stats)
+            stream_predict(model, src, write, tta, mc, device, progress)
+            continue
+        # Off-spacing input: predict on the model's grid in memory, interpolate back.
+        image = torch.from_numpy(np.stack([normalise(frame(c, t), s)
+                                           for c, s in zip(channels, stats)]))[None]
+        size = resampled_shape(first.shape3, first.spacing, cfg.spacing)
+        small = resize(image, size)[0]
+        probs = torch.zeros(cfg.n_classes, *size)
+        dis = torch.zeros(size)
+
+        def keep(z0, z1, p, d):
+            probs[..., z0:z1] = p
+            if d is not None:
+                dis[..., z0:z1] = d
+
+        src = ArraySource(list(small.numpy()), [IDENTITY_STATS] * len(channels))
+        stream_predict(model, src, keep, tta, mc, device, progress)
+        back = resize(torch.cat([probs, dis[None]])[None], first.shape3)[0]
+        write(0, first.shape3[2], back[:-1] / back[:-1].sum(0, keepdim=True), back[-1])
+    return {"frames": first.n_frames, "resampled_to_model_spacing": bool(resample),
+            "model_spacing_mm": list(cfg.spacing), "tta": tta, "mc_samples": mc,
+            "uncertainty": uncertainty}

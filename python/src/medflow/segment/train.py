@@ -1,0 +1,217 @@
+"""Training both stages of the cascade in one loop.
+
+Each step: augment one sample (sample-then-apply), run stage 1 on the whole downsampled
+volume (loss against the block-averaged one-hot labels), then stage 2 on full-resolution
+patches whose inputs are the *current* stage-1 probabilities (train mode, dropout on,
+detached): stage 2 learns from stage-1 outputs that carry the errors of a partially
+trained, noisy stage 1 rather than from ground truth. Stage-1 features reach stage 2's head
+through post-concatenation, with gradients. ``gin-ipa`` adds a consistency loss between
+the two appearance copies. Randomness per epoch comes from ``(seed, epoch)``, so a
+resumed run continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medflow.segment.augment import apply_augment, sample_augment
+from medflow.segment.cascade import Cascade, downsample
+from medflow.segment.infer import ArraySource, stream_predict
+from medflow.segment.unet import autocast
+
+IDENTITY_STATS = (-np.inf, np.inf, 0.0, 1.0)  # samples are normalised already
+
+
+@dataclass
+class TrainOptions:
+    """Optimisation settings (recorded in the model card)."""
+
+    epochs: int = 20
+    lr: float = 2e-3
+    augment: str = "standard"
+    patches_per_sample: int = 2
+    foreground_fraction: float = 0.67
+    consistency_weight: float = 1.0
+    max_val_frames: int = 2
+    seed: int = 0
+
+
+@dataclass
+class History:
+    rows: list[dict] = field(default_factory=list)
+
+
+def split_subjects(samples, val_fraction: float, seed: int):
+    """Split samples by subject (never frames of one subject on both sides)."""
+    subjects = sorted({s.subject for s in samples})
+    n_val = int(round(val_fraction * len(subjects)))
+    if val_fraction > 0 and len(subjects) > 1:
+        n_val = min(max(n_val, 1), len(subjects) - 1)
+    order = np.random.default_rng([seed, 99]).permutation(len(subjects))
+    val = {subjects[i] for i in order[:n_val]}
+    return [s for s in samples if s.subject not in val], [s for s in samples if s.subject in val]
+
+
+def soft_dice_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy plus soft Dice (foreground classes) against (soft) one-hot targets."""
+    logits = logits.float()
+    ce = -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
+    probs = torch.softmax(logits, dim=1)[:, 1:]
+    tgt = target[:, 1:]
+    dims = (0, 2, 3, 4)
+    dice = (2 * (probs * tgt).sum(dims) + 1) / (probs.sum(dims) + tgt.sum(dims) + 1)
+    return ce + (1 - dice.mean())
+
+
+def one_hot(classes: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, X, Y, Z) long -> (B, n, X, Y, Z) float."""
+    return F.one_hot(classes, n).permute(0, 4, 1, 2, 3).float()
+
+
+def crop(t: torch.Tensor, start, size) -> torch.Tensor:
+    """Box of (..., X, Y, Z) with zero padding outside (same as inference windows)."""
+    shape = t.shape[-3:]
+    pads, src = [], []
+    for s, k, n in zip(start, size, shape):
+        a, b = max(s, 0), min(s + k, n)
+        src.append(slice(a, b))
+        pads.append((a - s, s + k - b))
+    box = t[(..., *src)]
+    return F.pad(box, [p for lo_hi in reversed(pads) for p in lo_hi])
+
+
+def sample_starts(rng, classes: np.ndarray, patch, n: int, fg: float):
+    """Window starts: a fraction ``fg`` centred on a random foreground voxel."""
+    shape = classes.shape
+    fg_idx = np.flatnonzero(classes) if fg > 0 else np.empty(0)
+    out = []
+    for _ in range(n):
+        if fg_idx.size and rng.random() < fg:
+            centre = np.unravel_index(fg_idx[rng.integers(fg_idx.size)], shape)
+            start = [int(c) - p // 2 + int(rng.integers(-p // 4, p // 4 + 1)) for c, p in
+                     zip(centre, patch)]
+        else:
+            start = [int(rng.integers(0, max(1, s - p + 1))) for s, p in zip(shape, patch)]
+        out.append(tuple(min(max(st, 0), s - p) if s >= p else -((p - s) // 2)
+                         for st, s, p in zip(start, shape, patch)))
+    return out
+
+
+def train_step(model: Cascade, opt, sample, opts: TrainOptions, rng, device: str) -> float:
+    cfg = model.cfg
+    p = sample_augment(rng, opts.augment, cfg.spacing, cfg.in_channels, cfg.kernels2[0])
+    images, classes = apply_augment(torch.from_numpy(sample.image),
+                                    torch.from_numpy(sample.classes), p, cfg.spacing)
+    k = images.shape[0]                                  # appearance copies (2 for gin-ipa)
+    images, target = images.to(device), one_hot(classes[None], cfg.n_classes).to(device)
+    starts = sample_starts(rng, classes.numpy(), cfg.patch, opts.patches_per_sample,
+                           opts.foreground_fraction)
+    with autocast(device):
+        loss = torch.zeros((), device=device)
+        ctx = []
+        if model.stage1 is not None:
+            logits1, feats1 = model.forward_stage1(images)
+            low_target = downsample(target, cfg.stage1_factor).expand(k, -1, -1, -1, -1)
+            loss = loss + soft_dice_ce(logits1, low_target)
+            ctx = [model.stage1_context(logits1.detach(), feats1, s, cfg.patch,
+                                        images.shape[2:]) for s in starts]
+        x = torch.cat([crop(images, s, cfg.patch) for s in starts])          # (n*k, C, *patch)
+        y = torch.cat([crop(target, s, cfg.patch) for s in starts]).repeat_interleave(k, 0)
+        if ctx:
+            probs_up = torch.cat([c[0] for c in ctx])
+            feats_up = torch.cat([c[1] for c in ctx])
+            logits2 = model.forward_stage2(x, probs_up, feats_up)
+        else:
+            logits2 = model.forward_stage2(x)
+        loss = loss + soft_dice_ce(logits2, y)
+        if k == 2 and opts.consistency_weight > 0:
+            logp = F.log_softmax(logits2.float(), dim=1)
+            a, b = logp[0::2], logp[1::2]
+            kl = (a.exp() * (a - b)).sum(1).mean() + (b.exp() * (b - a)).sum(1).mean()
+            loss = loss + opts.consistency_weight * 0.5 * kl
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+
+def dice_scores(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> list[float]:
+    """Dice per foreground class (nan where the class is absent in both)."""
+    out = []
+    for c in range(1, n_classes):
+        a, b = pred == c, truth == c
+        denom = a.sum() + b.sum()
+        out.append(float(2 * (a & b).sum() / denom) if denom else float("nan"))
+    return out
+
+
+def evaluate(model: Cascade, samples, device: str = "cpu") -> list[float]:
+    """Mean Dice per foreground class over ``samples`` with the inference code path."""
+    model.eval()
+    scores = []
+    for s in samples:
+        pred = np.zeros(s.classes.shape, np.int64)
+
+        def keep(z0, z1, probs, _dis, pred=pred):
+            pred[..., z0:z1] = probs.argmax(0).numpy()
+
+        src = ArraySource(list(s.image), [IDENTITY_STATS] * s.image.shape[0])
+        stream_predict(model, src, keep, device=device)
+        scores.append(dice_scores(pred, s.classes, model.cfg.n_classes))
+    with np.errstate(all="ignore"):
+        return np.nanmean(np.asarray(scores, dtype=float), axis=0).tolist() if scores else []
+
+
+def train(model: Cascade, samples, opts: TrainOptions, val_fraction: float = 0.2,
+          device: str = "cpu", start_epoch: int = 0, history: list | None = None,
+          opt=None, on_epoch=None, progress=None) -> list[dict]:
+    """Train ``model`` in place from ``start_epoch`` to ``opts.epochs``.
+
+    Args:
+        samples: :class:`data.Sample` list (normalised images, class indices).
+        on_epoch: called as ``on_epoch(model, opt, history)`` after every epoch (saving).
+        progress: optional tqdm-like bar (``update``, ``set_postfix``).
+
+    Returns:
+        the training curve: one dict per epoch (loss, validation Dice per class).
+    """
+    history = list(history or [])
+    model.to(memory_format=torch.channels_last_3d)  # as at inference; faster on CPU
+    train_set, val_set = split_subjects(samples, val_fraction, opts.seed)
+    val_set = _limit_frames(val_set, opts.max_val_frames)
+    opt = opt or torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=1e-5)
+    for epoch in range(start_epoch, opts.epochs):
+        rng = np.random.default_rng([opts.seed, epoch])
+        torch.manual_seed(int(rng.integers(2**31)))
+        for group in opt.param_groups:
+            group["lr"] = opts.lr * (1 - epoch / opts.epochs) ** 0.9
+        model.train()
+        losses = []
+        for i in rng.permutation(len(train_set)):
+            losses.append(train_step(model, opt, train_set[i], opts, rng, device))
+            if progress is not None:
+                progress.update(1)
+        dice = evaluate(model, val_set, device) if val_set else []
+        row = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
+               "val_dice_mean": float(np.nanmean(dice)) if dice else float("nan"),
+               **{f"val_dice_{c + 1}": d for c, d in enumerate(dice)}}
+        history.append(row)
+        if progress is not None:
+            progress.set_postfix(loss=f"{row['loss']:.3f}", dice=f"{row['val_dice_mean']:.3f}")
+        if on_epoch is not None:
+            on_epoch(model, opt, history)
+    return history
+
+
+def _limit_frames(samples, n: int):
+    seen: dict[str, int] = {}
+    out = []
+    for s in samples:
+        if seen.get(s.subject, 0) < n:
+            out.append(s)
+            seen[s.subject] = seen.get(s.subject, 0) + 1
+    return out

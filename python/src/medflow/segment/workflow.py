@@ -1,0 +1,219 @@
+"""File-level steps behind the commands: samplesheet -> model folder, images -> outputs.
+
+Everything here reads and writes files (atomically, with sidecars); the method itself
+lives in cascade/train/infer/predict.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medflow.errors import InvalidDataError
+from medflow.io.atomic import atomic_outputs
+from medflow.io.images import read_image
+from medflow.io.sidecar import Timer, make_sidecar, sidecar_path, write_json
+from medflow.io.tables import write_table
+
+log = logging.getLogger("medflow")
+REGIONS = {"brats": {"WT": (1, 2, 4), "TC": (1, 4), "ET": (4,)}}
+NAMES = {"cardiac": {0: "background", 1: "LV", 2: "myocardium", 3: "RV"},
+         "brats": {0: "background", 1: "necrosis", 2: "oedema", 3: "enhancing",
+                   4: "enhancing"}}
+
+
+def build_config(samples, labels, spacing, patch, stage1_factor, channels, levels, stages,
+                 regions, in_channels, kind: str = "generic"):
+    """Plan the architecture from the data: patch clipped to the volumes, pools/kernels
+    from :func:`config.plan_levels` (anisotropy-aware), stage-1 grid from the factor."""
+    from medflow.segment.config import CascadeConfig, plan_levels, stage1_factors
+
+    largest = np.max([s.classes.shape for s in samples], axis=0)
+    smallest = np.min([s.classes.shape for s in samples], axis=0)
+    patch = tuple(int(min(p, n)) for p, n in zip(patch, largest))
+    pools2, kernels2, _ = plan_levels(patch, spacing, levels)
+    f = stage1_factors(spacing, stage1_factor)
+    low = [math.ceil(n / k) for n, k in zip(smallest, f)]
+    pools1, kernels1, _ = plan_levels(low, [s * k for s, k in zip(spacing, f)], levels)
+    if regions != "none" and not set(labels) >= {0, 1, 2, 4} and not set(labels) >= {0, 1, 2, 3}:
+        raise InvalidDataError(f"--regions brats needs BraTS labels, found {list(labels)}")
+    reg = {}
+    if regions == "brats":
+        et = 4 if 4 in labels else 3
+        reg = {k: tuple(et if v == 4 else v for v in vals) for k, vals in REGIONS[regions].items()}
+    names = NAMES.get(kind, {0: "background"})
+    return CascadeConfig(
+        in_channels=in_channels, labels=tuple(labels),
+        label_names=tuple(names.get(v, f"label_{v}") for v in labels), regions=reg,
+        stages=stages, channels1=tuple(max(4, channels // 2) * 2**i for i in range(levels)),
+        channels2=tuple(channels * 2**i for i in range(levels)), pools1=pools1, pools2=pools2,
+        kernels1=kernels1, kernels2=kernels2, stage1_factor=f, patch=patch,
+        spacing=tuple(float(s) for s in spacing))
+
+
+def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1_factor,
+                augment, val_fraction, channels, levels, lr, stages, regions, resume, device,
+                seed, samplesheet, progress=False) -> dict:
+    """Train from a samplesheet into ``out``; returns the model card."""
+    import torch
+    from tqdm import tqdm
+
+    from medflow.segment.cascade import Cascade
+    from medflow.segment.data import load_training_samples, training_checksum
+    from medflow.segment.modelio import load_model, load_optimizer, read_card, save_model
+    from medflow.segment.train import TrainOptions, split_subjects, train
+
+    timer = Timer()
+    opts = TrainOptions(epochs=epochs, lr=lr, augment=augment, seed=seed)
+    prior = read_card(out) if resume and (Path(out) / "model.json").exists() else None
+    known = tuple(prior["config"]["labels"]) if prior else None
+    spacing = tuple(prior["config"]["spacing"]) if prior else None
+    samples, labels, spacing = load_training_samples(df, image_roles, label_role, known, spacing)
+    if not samples:
+        raise InvalidDataError("no labelled frames in the samplesheet", samplesheet)
+    if prior:
+        model, _ = load_model(out, device)
+        history = prior["training"]["history"]
+    else:
+        cfg = build_config(samples, labels, spacing, patch, stage1_factor, channels, levels,
+                           stages, regions, len(image_roles), df.attrs.get("kind", "generic"))
+        torch.manual_seed(seed)
+        model, history = Cascade(cfg).to(device), []
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-5)
+    if prior:
+        load_optimizer(out, opt)
+    train_set, val_set = split_subjects(samples, val_fraction, seed)
+    base = {"labels": list(labels), "label_names": list(model.cfg.label_names),
+            "spacing_mm": list(spacing), "normalisation": model.cfg.normalisation,
+            "training": {"image_roles": list(image_roles), "label_role": label_role,
+                         "data_sha256": training_checksum(df, (*image_roles, label_role)),
+                         "subjects": int(df.shape[0]), "samples": len(samples),
+                         "val_subjects": sorted({s.subject for s in val_set}),
+                         "options": {**vars(opts), "val_fraction": val_fraction}}}
+
+    def card_for(history) -> dict:
+        last = history[-1] if history else {}
+        dice = {name: last.get(f"val_dice_{i}") for i, name in
+                enumerate(model.cfg.label_names) if i > 0 and f"val_dice_{i}" in last}
+        return {**base, "training": {**base["training"], "epochs_done": len(history),
+                                     "history": history},
+                "validation": {"dice": dice, "mean_dice": last.get("val_dice_mean")}}
+
+    def on_epoch(model, opt, history):
+        save_model(out, model, card_for(history), opt)
+        write_curve(out, history)
+
+    total = len(train_set) * max(0, epochs - len(history))
+    with tqdm(total=total, disable=not progress, desc="train", unit="step") as bar:
+        history = train(model, samples, opts, val_fraction, device, len(history), history,
+                        opt, on_epoch, bar)
+    card = card_for(history)
+    if not (Path(out) / "model.safetensors").exists():  # resumed with nothing left to do
+        save_model(out, model, card, opt)
+    timer.mark("train_s")
+    with atomic_outputs() as o:
+        write_json(make_sidecar("segment-cascaded train", {**vars(opts), "stages": stages},
+                                {"samplesheet": samplesheet}, timer), o.path(out / "train.json"))
+    return card
+
+
+def write_curve(out: Path, history: list[dict]) -> None:
+    """Training curve as Parquet and PNG (loss and validation Dice per epoch)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = pd.DataFrame(history)
+    fig, ax = plt.subplots(1, 2, figsize=(8, 3))
+    ax[0].plot(df["epoch"], df["loss"])
+    ax[0].set(xlabel="epoch", ylabel="training loss")
+    for col in [c for c in df.columns if c.startswith("val_dice_")]:
+        ax[1].plot(df["epoch"], df[col], label=col[9:])
+    ax[1].set(xlabel="epoch", ylabel="validation Dice", ylim=(0, 1))
+    ax[1].legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_outputs() as o:
+        write_table(df, o.path(out / "training_curve.parquet"))
+        fig.savefig(o.path(out / "training_curve.png"), dpi=80, metadata={"Software": None})
+    plt.close(fig)
+
+
+def uncertainty_paths(path: Path, regions: dict) -> dict[str, Path]:
+    """``U.nii.gz`` -> {"": U.nii.gz}, or {region: U_wt.nii.gz, ...} for region models."""
+    if not regions:
+        return {"": Path(path)}
+    name = Path(path).name
+    stem, ext = (name[:-7], ".nii.gz") if name.endswith(".nii.gz") else os.path.splitext(name)
+    return {r: Path(path).with_name(f"{stem}_{r.lower()}{ext}") for r in regions}
+
+
+def predict_files(model, card, model_dir, inputs, output, probabilities=None,
+                  uncertainty=None, *, tta=1, mc=1, kind="entropy", device="cpu", seed=0,
+                  progress=False) -> Path:
+    """Read the input channel(s) (uncompressed NIfTI memory-mapped), segment every frame,
+    write the label map (and probabilities, uncertainty) atomically with a JSON sidecar."""
+    from tqdm import tqdm
+
+    from medflow.segment.infer import patch_starts
+    from medflow.segment.predict import NiftiSink, check_input, label_dtype, segment
+
+    timer = Timer()
+    cfg = model.cfg
+    vols = [read_image(p, mmap=True) for p in inputs]
+    check_input(model, vols, inputs[0])
+    first = vols[0]
+    shape, affine = tuple(first.data.shape), first.affine
+    windows = first.n_frames * math.prod(len(patch_starts(n, p, cfg.overlap))
+                                         for n, p in zip(first.shape3, cfg.patch))
+    with atomic_outputs() as out:
+        label = NiftiSink(out.path(output), shape, affine, label_dtype(cfg.labels), "label")
+        prob = (NiftiSink(out.path(probabilities), (*shape, cfg.n_classes), affine,
+                          np.float32) if probabilities else None)
+        unc = ({name: NiftiSink(out.path(p), shape, affine, np.uint8)
+                for name, p in uncertainty_paths(uncertainty, cfg.regions).items()}
+               if uncertainty else {})
+        with tqdm(total=windows, disable=not progress, desc="predict", unit="window") as bar:
+            facts = segment(model, vols, label.array, prob.array if prob else None,
+                            {k: s.array for k, s in unc.items()}, tta, mc, kind, device, seed,
+                            bar.update)
+        for sink in (label, prob, *unc.values()):
+            if sink is not None:
+                sink.close()
+        timer.mark("predict_s")
+        params = {"tta": tta, "mc_samples": mc, "uncertainty_kind": kind, "seed": seed,
+                  "device": device, "model": str(model_dir), "overlap": cfg.overlap}
+        ins = {f"input_{i}": p for i, p in enumerate(inputs)}
+        ins["model_weights"] = Path(model_dir) / "model.safetensors"
+        extra = {"outputs": {"labels": str(output), "probabilities": probabilities,
+                             "uncertainty": [str(p) for p in uncertainty_paths(
+                                 uncertainty, cfg.regions).values()] if uncertainty else []},
+                 "geometry": first.geometry(), "labels": list(cfg.labels),
+                 "label_names": list(cfg.label_names), **facts}
+        write_json(make_sidecar("segment-cascaded predict", params, ins, timer, **extra),
+                   out.path(sidecar_path(output)))
+    return Path(output)
+
+
+def predict_batch(model, card, model_dir, samplesheet, outdir, roles, save_probabilities=False,
+                  save_uncertainty=False, **options) -> int:
+    """Segment every subject of a samplesheet into ``outdir/<subject>/``."""
+    from medflow.io.samplesheet import load_samplesheet
+
+    df = load_samplesheet(samplesheet, required_roles=tuple(roles))
+    tag = roles[0]
+    for _, row in df.iterrows():
+        sub = row["subject"]
+        folder = Path(outdir) / sub
+        predict_files(model, card, Path(model_dir), [Path(row[r]) for r in roles],
+                      folder / f"{sub}_{tag}_seg.nii.gz",
+                      folder / f"{sub}_{tag}_prob.nii.gz" if save_probabilities else None,
+                      folder / f"{sub}_{tag}_unc.nii.gz" if save_uncertainty else None,
+                      **options)
+        log.info("segmented %s", sub)
+    return int(df.shape[0])
