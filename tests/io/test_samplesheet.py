@@ -66,3 +66,15 @@ def test_detect_kind():
     assert detect_kind(["subject", "sa"]) == "cardiac"
     assert detect_kind(["subject", "t1", "t1ce", "t2", "flair"]) == "brats"
     assert detect_kind(["subject", "image"]) == "generic"
+
+
+def test_label_roles_and_the_image_they_annotate():
+    from medflow.io.samplesheet import is_label_role, paired_image_role
+
+    assert [r for r in ("sa", "seg_sa", "mask", "gt_ed", "t1") if is_label_role(r)] == [
+        "seg_sa", "mask", "gt_ed"]
+    assert paired_image_role("seg_sa", ["sa", "la_2ch"]) == "sa"
+    assert paired_image_role("seg_la_2ch", ["sa", "la_2ch"]) == "la_2ch"
+    assert paired_image_role("seg", ["t1", "t2"]) == "t1"
+    assert paired_image_role("gt_ed", ["sa"]) is None
+    assert paired_image_role("seg_xx", ["sa"]) is None

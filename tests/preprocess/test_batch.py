@@ -93,6 +93,22 @@ def test_a_failing_subject_is_reported_and_the_others_go_on(runner, tmp_path, ob
     assert sorted(set(table["subject"])) == ["sub-00", "sub-02"]
 
 
+def test_label_on_another_grid_than_its_image_fails_that_subject(runner, tmp_path, oblique):
+    sheet = _cohort(tmp_path, oblique)
+    seg = tmp_path / "data" / "sub-02" / "seg.nii.gz"
+    moved = read_image(seg, "label")
+    write_nifti(moved.with_data(moved.data, oblique(spacing=(1.2, 1.1, 2.0), origin=(9, 9, 9))),
+                seg)
+    out = tmp_path / "results"
+    result = _batch(runner, sheet, out)
+    assert result.exit_code == 65
+    error = next(line for line in result.output.splitlines() if "sub-02" in line)
+    assert "seg.nii.gz" in error and "does not match its image" in error and "t1.nii.gz" in error
+    assert not (out / "sub-02").exists() or not list((out / "sub-02").iterdir())
+    assert sorted(set(pd.read_parquet(out / "preprocess.parquet")["subject"])) == [
+        "sub-00", "sub-01"]
+
+
 def test_sheet_problems_all_reported_nothing_written(runner, tmp_path, oblique):
     sheet = _cohort(tmp_path, oblique)
     lines = sheet.read_text().splitlines()

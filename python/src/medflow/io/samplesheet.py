@@ -17,12 +17,29 @@ import pandas as pd
 from medflow.errors import InvalidDataError, MissingInputError
 
 KINDS = ("generic", "cardiac", "brats")
-# Columns that hold label maps rather than intensities (resampled by nearest neighbour).
-LABEL_PREFIXES = ("seg", "mask", "label")
+# Columns that hold label maps rather than intensities (resampled by nearest neighbour):
+# segmentations, masks and ground-truth label maps (the cardiac phantom's gt_ed, gt_es).
+LABEL_PREFIXES = ("seg", "mask", "label", "gt")
 
 
 def is_label_role(role: str) -> bool:
     return role.lower().startswith(LABEL_PREFIXES)
+
+
+def paired_image_role(role: str, image_roles: list[str]) -> str | None:
+    """The image a label column annotates, so their grids can be checked against each other.
+
+    ``seg_sa`` annotates ``sa``; a bare ``seg``/``mask`` annotates the row's first image
+    (BraTS sequences are co-registered); a label with no such image (``gt_ed``, drawn on
+    its own high-resolution grid) has none.
+    """
+    low = role.lower()
+    for prefix in LABEL_PREFIXES:
+        if low == prefix:
+            return image_roles[0] if image_roles else None
+        if low.startswith(prefix + "_") and role[len(prefix) + 1:] in image_roles:
+            return role[len(prefix) + 1:]
+    return None
 
 
 def load_schema(kind: str) -> dict:

@@ -107,4 +107,9 @@ def geometry_problem(affine: np.ndarray) -> str | None:
 
 def same_space(a: Volume, b: Volume, atol: float = 1e-3) -> bool:
     """True when two volumes share the voxel grid (shape and affine; frames may differ)."""
-    return a.shape3 == b.shape3 and np.allclose(a.affine, b.affine, atol=atol)
+    return same_grid((a.shape3, a.affine), (b.shape3, b.affine), atol)
+
+
+def same_grid(a: tuple, b: tuple, atol: float = 1e-3) -> bool:
+    """True when two ``(shape3, affine)`` grids are the same."""
+    return tuple(a[0]) == tuple(b[0]) and np.allclose(a[1], b[1], atol=atol)

@@ -15,10 +15,10 @@ import pandas as pd
 from medflow.errors import InvalidDataError, MedflowError
 from medflow.io.atomic import OutputSet, atomic_outputs
 from medflow.io.images import image_format, read_image, write_nifti
-from medflow.io.samplesheet import is_label_role
+from medflow.io.samplesheet import is_label_role, paired_image_role
 from medflow.io.sidecar import Timer, make_sidecar, sidecar_path, write_json
 from medflow.io.tables import write_table
-from medflow.io.volume import Volume
+from medflow.io.volume import Volume, same_grid
 from medflow.preprocess.pipeline import PreprocessConfig, PreprocessError, preprocess
 
 log = logging.getLogger("medflow")
@@ -52,13 +52,22 @@ def _native(vol: Volume) -> Volume:
 
 def process_into(out: OutputSet, src: Path, dst: Path, config: PreprocessConfig, kind: str,
                  parameters: dict, *, series: str | None = None,
-                 reference: Reference | None = None, mask_path: Path | None = None) -> dict:
+                 reference: Reference | None = None, mask_path: Path | None = None,
+                 grids: dict[Path, tuple] | None = None, annotates: Path | None = None) -> dict:
     """Read ``src``, preprocess, write ``dst`` and its sidecar through ``out``; one table row.
 
+    ``grids`` collects each input read (its geometry), so that a label map that
+    ``annotates`` an image read earlier can be checked to lie on that image's grid.
     Raises the contract errors (66 missing, 65 invalid) naming the file at fault.
     """
     t0, timer = time.perf_counter(), Timer()
     vol = read_image(src, kind, series=series)
+    if grids is not None:
+        grid = grids.get(annotates) if annotates is not None else None
+        if grid is not None and not same_grid((vol.shape3, vol.affine), grid):
+            raise InvalidDataError(f"label grid {vol.shape3} does not match its image "
+                                   f"{annotates} {grid[0]} (shape or affine differ)", src)
+        grids[src] = (vol.shape3, vol.affine)
     mask = read_image(mask_path) if mask_path is not None else None
     timer.mark("read_s")
     try:
@@ -113,16 +122,22 @@ def process_subject(subject: str, roles: dict[str, Path], outdir: Path,
     Returns ``(rows, None)`` or ``([], one-line error)`` for a data error.
     """
     rows = []
+    images = [r for r in roles if not is_label_role(r)]
+    grids: dict[Path, tuple] = {}
     try:
         with atomic_outputs() as out:
-            for role, src in roles.items():
+            # Images first, so each label map can be checked against its image's grid.
+            for role in images + [r for r in roles if is_label_role(r)]:
+                src = roles[role]
                 kind = "label" if is_label_role(role) else "image"
+                pair = paired_image_role(role, images) if kind == "label" else None
                 cfg = dataclasses.replace(config, normalise="none") if kind == "label" else config
                 dst = output_name(outdir, subject, role)
                 row = process_into(out, src, dst, cfg, kind,
                                    {**parameters, "normalise": cfg.normalise,
                                     "subject": subject, "samplesheet_column": role},
-                                   reference=reference)
+                                   reference=reference, grids=grids,
+                                   annotates=roles[pair] if pair else None)
                 rows.append({"subject": subject, "role": role, "kind": kind,
                              "output": dst.relative_to(outdir).as_posix(), **row})
     except MedflowError as exc:
