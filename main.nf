@@ -1,25 +1,134 @@
 #!/usr/bin/env nextflow
 /*
- * medflow: cohort pipeline (scale-out runner). The stage list lives in Python
- * (medflow.pipeline); this workflow mirrors it. Until the Nextflow issue lands it runs
- * the one finished per-subject stage, preprocess.
+ * medflow: the cohort pipeline, scale-out runner.
+ *
+ * The stage list lives once, in Python (medflow.pipeline.stages.STAGES); this workflow and
+ * conf/modules.config mirror it and tests/nextflow/ hold them to it. Every task calls the
+ * same `medflow` tool with the same arguments as `medflow pipeline`, and results land in
+ * the same layout: <outdir>/<stage>/<subject>/<subject>_<role>_<what>.<ext>.
  */
 nextflow.enable.dsl = 2
 
-include { PREPROCESS } from './modules/local/preprocess/main'
+include { SAMPLESHEET_CHECK                   } from './modules/local/samplesheet_check/main'
+include { PREPROCESS                          } from './modules/local/preprocess/main'
+include { SEGMENT_CASCADED_TRAIN as TRAIN     } from './modules/local/segment_cascaded/train/main'
+include { SEGMENT_CASCADED_PREDICT as SEGMENT } from './modules/local/segment_cascaded/predict/main'
+include { SCORE_UNCERTAINTY as UNCERTAINTY    } from './modules/local/score_uncertainty/main'
+
+// The image role(s) a model segments, in channel order: --segment_roles, else its model card
+def modelRoles(model) {
+    if (params.segment_roles) {
+        return params.segment_roles.tokenize(',')*.trim()
+    }
+    def card = model.resolve('model.json')
+    if (!card.exists()) {
+        error "medflow: ${card} not found: --model must be a folder written by `medflow segment-cascaded train`"
+    }
+    return new groovy.json.JsonSlurper().parseText(card.text).training.image_roles
+}
 
 workflow {
-    if (!params.input) { error "Please give --input samplesheet.csv" }
+    if (!params.input) {
+        error "medflow: give --input samplesheet.csv (the schema is in nextflow_schema.json)"
+    }
+    def samplesheet = file(params.input, checkIfExists: true)
 
-    // One channel item per (subject, role) image named in the samplesheet
-    ch_images = Channel
-        .fromPath(params.input, checkIfExists: true)
+    // Parameters of this run, for the record
+    def info = file("${params.outdir}/pipeline_info")
+    info.mkdirs()
+    info.resolve('params.json').text = groovy.json.JsonOutput.prettyPrint(groovy.json.JsonOutput.toJson(params))
+
+    // Validate the samplesheet with medflow's own checks; every other task waits for it
+    SAMPLESHEET_CHECK(channel.value([[id: 'samplesheet', source: samplesheet.toUriString()], samplesheet]))
+
+    // One item per (subject, role) file; meta.kind is image or label, meta.pair the image a
+    // label annotates. Cells that are not images (the demo's truth.json) are not processed.
+    ch_files = SAMPLESHEET_CHECK.out.csv
+        .map { meta, csv -> csv }
         .splitCsv(header: true)
-        .flatMap { row ->
-            row.findAll { role, path -> role != 'subject' && path && !path.endsWith('.json') }
-               .collect { role, path -> [[id: row.subject, role: role], file(path, checkIfExists: true)] }
+        .filter { row -> !row.path.endsWith('.json') }
+        .map { row ->
+            [[id: row.subject, role: row.role, kind: row.kind, pair: row.pair], file(row.path, checkIfExists: true)]
         }
 
-    // Reorient, resample, normalise
-    PREPROCESS(ch_images)
+    // preprocess: reorient every image and label map (per subject, per role)
+    PREPROCESS(ch_files)
+
+    // train (only with --train): the cascade on every subject with the label role;
+    // otherwise the model is --model and its card names the roles it segments
+    def model = null
+    def roles = []
+    if (params.train) {
+        def image_role = params.train_image_role
+        def label_role = params.train_label_role
+        ch_train = PREPROCESS.out.image
+            .filter { meta, file -> meta.role in [image_role, label_role] }
+            .map { meta, file -> [meta.id, meta.role, file] }
+            .groupTuple(size: 2)
+            .map { subject, found, files -> [subject, files[found.indexOf(image_role)], files[found.indexOf(label_role)]] }
+            .toSortedList { a, b -> a.first() <=> b.first() }
+            .filter { subjects -> !subjects.isEmpty() }
+            .map { subjects ->
+                [
+                    [id: 'cohort', subjects: subjects.collect { subject, image, label -> subject },
+                     image_role: image_role, label_role: label_role],
+                    subjects.collect { subject, image, label -> image },
+                    subjects.collect { subject, image, label -> label },
+                ]
+            }
+        TRAIN(ch_train)
+        model = TRAIN.out.model.map { meta, weights -> weights.parent }.first()
+        roles = [image_role]
+    } else if (params.model) {
+        model = file(params.model, checkIfExists: true)
+        roles = modelRoles(model)
+    }
+
+    if (model != null) {
+        // segment: the model's image role(s) of each subject, channels in the model's order;
+        // outputs are named after the first role (<subject>_<role>_seg.nii.gz)
+        ch_to_segment = PREPROCESS.out.image
+            .filter { meta, image -> meta.role in roles }
+            .map { meta, image -> [meta.id, meta.role, image] }
+            .groupTuple(size: roles.size())
+            .map { subject, found, images ->
+                [[id: subject, role: roles[0]], roles.collect { role -> images[found.indexOf(role)] }]
+            }
+        SEGMENT(ch_to_segment, model)
+
+        // uncertainty: one cohort task over the subjects that have ground truth for the
+        // segmented role (the label column paired with it); the segmented image is the mask
+        ch_truth = PREPROCESS.out.image
+            .filter { meta, label -> meta.kind == 'label' && meta.pair == roles[0] }
+            .map { meta, label -> [meta.id, label] }
+        ch_mask = PREPROCESS.out.image
+            .filter { meta, image -> meta.role == roles[0] }
+            .map { meta, image -> [meta.id, image] }
+        ch_cohort = SEGMENT.out.seg
+            .join(SEGMENT.out.uncertainty)
+            .map { meta, seg, unc -> [meta.id, seg, unc] }
+            .join(ch_truth)
+            .join(ch_mask)
+            .toSortedList { a, b -> a.first() <=> b.first() }
+            .filter { subjects -> !subjects.isEmpty() }
+            .map { subjects ->
+                [
+                    [id: 'cohort', subjects: subjects.collect { subject, seg, unc, truth, mask -> subject }],
+                    subjects.collect { subject, seg, unc, truth, mask -> seg },
+                    subjects.collect { subject, seg, unc, truth, mask -> unc },
+                    subjects.collect { subject, seg, unc, truth, mask -> truth },
+                    subjects.collect { subject, seg, unc, truth, mask -> mask },
+                ]
+            }
+        UNCERTAINTY(ch_cohort)
+    } else {
+        log.warn "medflow: neither --model nor --train given: the run stops after preprocess"
+    }
+
+    // Tool versions of every task that ran, to pipeline_info/ (trace, report, timeline and
+    // the DAG are configured in nextflow.config)
+    channel.topic('versions')
+        .unique()
+        .map { process, tool, version -> "${process.tokenize(':').last()}:\n  ${tool}: ${version}\n" }
+        .collectFile(name: 'software_versions.yml', storeDir: "${params.outdir}/pipeline_info", sort: true)
 }

@@ -1,7 +1,10 @@
+// medflow preprocess: reorient (and, if ext.args asks, resample, crop, normalise) one image
+// or label map of one subject. Labels (meta.kind == 'label', decided by the samplesheet
+// check with medflow.io.samplesheet.is_label_role) resample by nearest neighbour and are
+// never normalised.
 process PREPROCESS {
     tag "${meta.id}:${meta.role}"
     label 'process_low'
-    container "medflow:${workflow.manifest.version}"
 
     input:
     tuple val(meta), path(image)
@@ -16,11 +19,14 @@ process PREPROCESS {
 
     script:
     def args = task.ext.args ?: ''
-    prefix = task.ext.prefix ?: "${meta.id}"
-    // Same rule as medflow.io.samplesheet.is_label_role: seg*/mask*/label* columns are labels
-    def role = meta.role.toLowerCase() ==~ /^(seg|mask|label).*/ ? 'label' : 'image'
+    def role = meta.kind == 'label' ? 'label' : 'image'
+    prefix   = task.ext.prefix ?: "${meta.id}"
     """
-    medflow preprocess --input ${image} --output ${prefix}_${meta.role}_preproc.nii.gz --role ${role} ${args}
+    medflow preprocess \\
+        --input ${image} \\
+        --output ${prefix}_${meta.role}_preproc.nii.gz \\
+        --role ${role} \\
+        ${args}
     """
 
     stub:

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Writes the test profile's data (ignored by git): a 2-subject, 2-frame synthetic cardiac
+# cohort with ground truth, and a tiny model trained on it for one epoch (its Dice is
+# meaningless; it exercises the pipeline). Needs `medflow` on PATH. A few minutes on 2 cores.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+rm -rf "$here/cohort" "$here/model"
+medflow demo-cohort --kind cardiac --subjects 2 --frames 2 --seed 0 --out "$here/cohort" -q
+medflow segment-cascaded train --samplesheet "$here/cohort/samplesheet.csv" \
+    --image-role sa --label-role seg_sa --epochs 1 --channels 4 --levels 2 --patch 64,64,8 \
+    --val-fraction 0.5 --device cpu --seed 0 --out "$here/model" -q
+echo "test data in $here (cohort/samplesheet.csv, model/)"
