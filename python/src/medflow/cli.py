@@ -32,8 +32,8 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
                           "QU-BraTS uncertainty score and calibration measures."),
     "demo-cohort": ("medflow.phantom.cli:demo_cohort",
                     "Write a synthetic cohort with known ground truth."),
-    "pipeline": (None, "Run the whole pipeline over a samplesheet."),
-    "report": (None, "HTML report of a results folder."),
+    "pipeline": ("medflow.pipeline.cli:pipeline", "Run the whole pipeline over a samplesheet."),
+    "report": ("medflow.report.cli:report", "HTML report of a results folder."),
 }
 
 

@@ -102,9 +102,12 @@ def _read_same_grid(path: Path, kind: str, ref: Volume | None, ref_path: Path | 
     return vol
 
 
-def _labels(vol: Volume, path: Path, regions: tuple[Region, ...]) -> np.ndarray:
-    if vol.data.ndim != 3:
-        raise InvalidDataError(f"expected a 3D label map, got shape {list(vol.data.shape)}", path)
+def _labels(vol: Volume, path: Path, regions: tuple[Region, ...],
+            shape: tuple[int, ...] | None = None) -> np.ndarray:
+    # A 4D label map is a cine (X, Y, Z, T): every frame is scored, frames pooled.
+    if vol.data.ndim not in (3, 4) or (shape is not None and vol.data.shape != shape):
+        want = "a 3D label map or a 4D cine" if shape is None else f"shape {list(shape)}"
+        raise InvalidDataError(f"expected {want}, got shape {list(vol.data.shape)}", path)
     data = np.asarray(vol.data)
     if data.dtype.kind == "f":
         data = data.astype(np.int32)  # read_image checked the values are whole numbers
@@ -122,7 +125,12 @@ def read_truth_and_mask(files: CaseFiles, regions: tuple[Region, ...]
     ref = _read_same_grid(files.truth, "label", None, None)
     truth = _labels(ref, files.truth, regions)
     mvol = _read_same_grid(files.mask, "image", ref, files.truth)
-    mask = np.asarray(mvol.data if mvol.data.ndim == 3 else mvol.data[..., 0]) > 0
+    mdata = np.asarray(mvol.data)
+    if mdata.ndim == 4 and mdata.shape != truth.shape:
+        mdata = mdata[..., 0]  # a 4D image as mask: its first frame
+    mask = mdata > 0
+    if mask.shape != truth.shape:  # a 3D mask applies to every frame of a cine
+        mask = np.broadcast_to(mask[..., None], truth.shape)
     if not mask.any():
         raise InvalidDataError("the brain mask is empty (no voxel > 0)", files.mask)
     return ref, truth, mask
@@ -142,10 +150,13 @@ def load_case(files: CaseFiles, regions: tuple[Region, ...], rescale: Rescale = 
     """
     ref, truth, mask = read_truth_and_mask(files, regions)
     pred = _labels(_read_same_grid(files.prediction, "label", ref, files.truth),
-                   files.prediction, regions)
+                   files.prediction, regions, truth.shape)
     unc: dict[str, np.ndarray] = {}
     if "*" in files.uncertainty:
         path = files.uncertainty["*"]
+        if truth.ndim != 3:
+            raise InvalidDataError("a cine needs one uncertainty map per region "
+                                   "(REGION=FILE), not one 4D file", path)
         data = np.asarray(_read_same_grid(path, "image", ref, files.truth).data)
         if data.ndim != 4 or data.shape[3] != len(regions):
             raise InvalidDataError(f"expected 4D with {len(regions)} channels "
@@ -157,12 +168,15 @@ def load_case(files: CaseFiles, regions: tuple[Region, ...], rescale: Rescale = 
         for r in regions:
             path = files.uncertainty[r.name]
             data = np.asarray(_read_same_grid(path, "image", ref, files.truth).data)
-            if data.ndim != 3:
-                raise InvalidDataError(f"expected a 3D uncertainty map, got shape "
-                                       f"{list(data.shape)}", path)
+            if data.shape != truth.shape:
+                raise InvalidDataError(f"expected an uncertainty map of shape "
+                                       f"{list(truth.shape)}, got {list(data.shape)}", path)
             unc[r.name] = check_uncertainty(data, rescale, path)
     prob = None
     if files.probabilities is not None:
+        if truth.ndim != 3:
+            raise InvalidDataError("calibration of a cine's probabilities is not supported",
+                                   files.probabilities)
         prob = load_probabilities(files.probabilities, regions, ref, files.truth)
     return CaseArrays(truth, pred, mask, unc, prob)
 

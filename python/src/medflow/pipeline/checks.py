@@ -1,0 +1,40 @@
+"""Checks made before any task runs, so that a run that cannot succeed stops at once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from medflow.errors import InvalidDataError, MissingInputError
+
+
+def check_model(folder: Path) -> dict:
+    """The model card, after checking the folder can be read (65/66 otherwise).
+
+    Note:
+        The card and the weights' header are read, not the weights: cheap enough to run
+        before every pipeline, without importing torch here.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MissingInputError("model folder not found", folder)
+    card_path, weights = folder / "model.json", folder / "model.safetensors"
+    for path in (card_path, weights):
+        if not path.is_file():
+            raise MissingInputError(f"no {path.name} in the model folder", folder)
+    try:
+        card = json.loads(card_path.read_text())
+        roles = card["training"]["image_roles"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidDataError(f"not a readable model card ({exc})", card_path) from None
+    if not (isinstance(roles, list) and roles and all(isinstance(r, str) for r in roles)):
+        raise InvalidDataError("the model card names no image roles", card_path)
+    try:
+        with safe_open(str(weights), framework="numpy") as fh:
+            if not list(fh.keys()):
+                raise InvalidDataError("the weights file holds no tensors", weights)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InvalidDataError(f"corrupt weights file ({exc})", weights) from None
+    return card

@@ -1,0 +1,87 @@
+"""`medflow pipeline`: run the whole pipeline over a samplesheet on this machine."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from medflow.options import (device_option, jobs_option, seed_option, show_progress,
+                             verbosity_options)
+
+
+def _stages(ctx, param, value: str | None) -> tuple[str, ...]:
+    from medflow.pipeline.stages import STAGES
+
+    if not value:
+        return ()
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    known = [s.name for s in STAGES]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise click.BadParameter(f"unknown stage(s) {unknown}; known: {', '.join(known)}")
+    return names
+
+
+@click.command("pipeline")
+@click.option("--input", "input_", required=True, type=click.Path(path_type=Path),
+              help="Samplesheet CSV (subject, one column per image role).")
+@click.option("--outdir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Results folder: <stage>/<subject>/..., tables, cohort.parquet, report.")
+@click.option("--model", type=click.Path(path_type=Path),
+              help="Model folder written by 'segment-cascaded train'.")
+@click.option("--train", is_flag=True,
+              help="Train a small model on the subjects that have labels (seg_sa) first; "
+                   "it is written to <outdir>/train/model.")
+@click.option("--stages", callback=_stages, metavar="NAME[,NAME...]",
+              help="Run only these stages: preprocess, train, segment, uncertainty.")
+@click.option("--resume", is_flag=True,
+              help="Skip tasks whose inputs (checksums) and parameters are unchanged.")
+@jobs_option
+@device_option
+@seed_option
+@verbosity_options
+def pipeline(input_, outdir, model, train, stages, resume, jobs, device, seed) -> None:
+    """Run the pipeline (preprocess, segment, score uncertainty) over a samplesheet.
+
+    The samplesheet and the model are checked before any work. Per-subject stages run
+    in --jobs parallel processes, cohort stages after them. A subject with bad data is
+    recorded and the others go on; the exit status (65/66) and the last line say how
+    many failed. Writes results/<stage>/..., results/cohort.parquet,
+    results/pipeline_info/ (versions, parameters, trace) and results/report/index.html.
+
+    \b
+    Example:
+      medflow demo-cohort --kind cardiac --subjects 8 --out demo/cohort
+      medflow pipeline --input demo/cohort/samplesheet.csv --outdir demo/results --train --jobs 2
+      medflow pipeline --input samplesheet.csv --outdir results --model model --resume
+    """
+    from tqdm import tqdm
+
+    from medflow.errors import MedflowError
+    from medflow.pipeline.runner import Options, run, selected_stages, summary_line
+
+    if model is not None and train:
+        raise click.UsageError("give --model or --train, not both")
+    opts = Options(input_, outdir, model, train, stages, jobs, resume, device, seed)
+    if model is None and not train and "segment" in [s.name for s in selected_stages(opts)]:
+        raise click.UsageError("the segment stage needs --model DIR or --train")
+    with tqdm(total=0, desc="pipeline", unit="task", file=sys.stderr,
+              disable=not show_progress()) as bar:
+        def on_total(n: int) -> None:
+            bar.total = n
+            bar.refresh()
+
+        result = run(opts, progress=bar.update, on_total=on_total)
+    for outcome in result.failed_tasks:
+        click.echo(f"medflow: error: {outcome.task}: exit {outcome.exit_code}: "
+                   f"{outcome.error}", err=True)
+    line = summary_line(result, outdir)
+    click.echo(f"medflow pipeline: {line}")
+    click.echo(f"report: {outdir / 'report' / 'index.html'}")
+    if result.exit_code:
+        err = MedflowError(f"{len(result.failed_tasks)} task(s) failed; their logs are in "
+                           f"{outdir / 'pipeline_info' / 'logs'}")
+        err.exit_code = result.exit_code
+        raise err

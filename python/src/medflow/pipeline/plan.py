@@ -1,0 +1,192 @@
+"""From the stage list and a validated samplesheet to tasks: `medflow` command lines with
+the files they read and write. Nothing here runs anything.
+
+The command lines are the ones a Nextflow module runs: files on the command line, every
+other option from the stage's ``args`` (``ext.args``), plus ``--device``/``--seed`` where a
+model runs.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from medflow.errors import InvalidDataError
+from medflow.io.images import image_format
+from medflow.io.samplesheet import is_label_role
+from medflow.pipeline.stages import COHORT, Stage, get_stage
+
+
+@dataclass
+class Context:
+    """What every stage needs to know about this run."""
+
+    sheet: pd.DataFrame          # validated, absolute paths, one row per subject
+    outdir: Path
+    model: Path | None           # model folder (given, or the train stage's output)
+    image_roles: tuple[str, ...]  # the model's input roles (channels)
+    label_role: str | None       # the model's ground-truth role
+    device: str = "auto"
+    seed: int = 0
+
+
+@dataclass
+class Task:
+    """One stage for one subject (``subject`` None: the cohort task of a cohort stage)."""
+
+    stage: str
+    subject: str | None
+    commands: list[list[str]]
+    inputs: list[Path]
+    outputs: list[Path]
+    sheet: pd.DataFrame | None = None   # the samplesheet a cohort task reads ...
+    sheet_path: Path | None = None      # ... written here before it runs
+    params: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.stage}:{self.subject or 'cohort'}"
+
+
+def stage_dir(ctx: Context, stage: str) -> Path:
+    return ctx.outdir / stage
+
+
+def _file(ctx: Context, stage: Stage, output: str, subject: str | None, role: str) -> Path:
+    name = stage.outputs[output].format(subject=subject, role=role)
+    folder = stage_dir(ctx, stage.name)
+    return folder / subject / name if subject else folder / name
+
+
+def has(row: dict, role: str) -> bool:
+    """Whether a samplesheet row names a file for ``role`` (empty cells read as None/NaN)."""
+    value = row.get(role)
+    return isinstance(value, str) and bool(value)
+
+
+def image_columns(row: dict) -> dict[str, Path]:
+    """The samplesheet columns of a row that name images (other files, e.g. .json, skipped)."""
+    roles = {}
+    for role, value in row.items():
+        if role == "subject" or not has(row, role):
+            continue
+        try:
+            image_format(value)
+        except InvalidDataError:
+            continue
+        roles[role] = Path(value)
+    return roles
+
+
+def _model_files(ctx: Context) -> list[Path]:
+    # The weights and the card decide the output; optimizer state and curves do not.
+    return [ctx.model / "model.safetensors", ctx.model / "model.json"]
+
+
+def _model_options(ctx: Context) -> list[str]:
+    return ["--device", ctx.device, "--seed", str(ctx.seed)]
+
+
+def preprocess_task(ctx: Context, row: dict) -> Task:
+    stage, subject = get_stage("preprocess"), row["subject"]
+    commands, inputs, outputs = [], [], []
+    for role, src in image_columns(row).items():
+        kind = "label" if is_label_role(role) else "image"
+        out = _file(ctx, stage, "image", subject, role)
+        commands.append([*stage.command, "--input", str(src), "--output", str(out),
+                         "--role", kind, *shlex.split(stage.args[kind])])
+        inputs.append(src)
+        outputs += [out, _file(ctx, stage, "sidecar", subject, role)]
+    return Task(stage.name, subject, commands, inputs, outputs)
+
+
+def segment_task(ctx: Context, row: dict) -> Task:
+    stage, subject = get_stage("segment"), row["subject"]
+    role = ctx.image_roles[0]  # outputs are named after the first channel
+    images = [Path(row[r]) for r in ctx.image_roles]  # as acquired (see stages.py)
+    seg, unc = (_file(ctx, stage, k, subject, role) for k in ("seg", "uncertainty"))
+    command = [*stage.command, "--model", str(ctx.model)]
+    for image in images:
+        command += ["--input", str(image)]
+    command += ["--output", str(seg), "--uncertainty", str(unc),
+                *shlex.split(stage.args["image"]), *_model_options(ctx)]
+    return Task(stage.name, subject, [command], images + _model_files(ctx),
+                [seg, unc, _file(ctx, stage, "sidecar", subject, role)])
+
+
+def cohort_sheet(ctx: Context, stage: Stage, subjects: list[str]) -> pd.DataFrame:
+    """The samplesheet of a cohort stage: one row per subject, columns from ``stage.columns``."""
+    roles = {"image": ctx.image_roles[0], "label": ctx.label_role}
+    sheet = {r["subject"]: r for r in ctx.sheet.to_dict("records")}
+    rows = []
+    for subject in subjects:
+        row = {"subject": subject}
+        for column, source in stage.columns.items():
+            src_stage, output = source.split(":")
+            if src_stage == "samplesheet":  # output is "image" or "label": the model's role
+                path = sheet[subject][roles[output]]
+            else:
+                path = _file(ctx, get_stage(src_stage), output, subject, ctx.image_roles[0])
+            row[column.format(**roles)] = str(path)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["subject", *(c.format(**roles) for c in stage.columns)])
+
+
+def train_task(ctx: Context, subjects: list[str]) -> Task:
+    stage = get_stage("train")
+    sheet = cohort_sheet(ctx, stage, subjects)
+    sheet_path = stage_dir(ctx, stage.name) / "samplesheet.csv"
+    command = [*stage.command, "--samplesheet", str(sheet_path), "--out", str(ctx.model),
+               "--image-role", ",".join(ctx.image_roles), "--label-role", ctx.label_role,
+               *shlex.split(stage.args["image"]), *_model_options(ctx)]
+    outputs = [stage_dir(ctx, stage.name) / f for f in stage.outputs.values()]
+    return Task(stage.name, None, [command], _sheet_files(sheet), outputs, sheet, sheet_path)
+
+
+def uncertainty_task(ctx: Context, subjects: list[str]) -> Task:
+    stage = get_stage("uncertainty")
+    sheet = cohort_sheet(ctx, stage, subjects)
+    folder = stage_dir(ctx, stage.name)
+    command = [*stage.command, "--samplesheet", str(folder / "samplesheet.csv"),
+               "--outdir", str(folder), *shlex.split(stage.args["image"])]
+    outputs = [folder / f for f in stage.outputs.values()]
+    return Task(stage.name, None, [command], _sheet_files(sheet), outputs, sheet,
+                folder / "samplesheet.csv")
+
+
+def _sheet_files(sheet: pd.DataFrame) -> list[Path]:
+    files = {Path(v) for c in sheet.columns if c != "subject" for v in sheet[c]}
+    return sorted(files)
+
+
+def subject_tasks(ctx: Context, stage: Stage, subjects: list[str]) -> dict[str, Task | str]:
+    """Per subject: its task, or why the stage does not apply to it (a one-line reason)."""
+    rows = {r["subject"]: r for r in ctx.sheet.to_dict("records")}
+    out: dict[str, Task | str] = {}
+    for subject in subjects:
+        row = rows[subject]
+        if stage.name == "preprocess":
+            out[subject] = preprocess_task(ctx, row) if image_columns(row) else "no images"
+        elif stage.name == "segment":
+            missing = [r for r in ctx.image_roles if not has(row, r)]
+            out[subject] = f"no {', '.join(missing)}" if missing else segment_task(ctx, row)
+        else:
+            raise ValueError(f"stage {stage.name} has no per-subject tasks")
+    return out
+
+
+def cohort_task(ctx: Context, stage: Stage, subjects: list[str]) -> Task | str:
+    """The cohort task over ``subjects`` that have the stage's needs; or why none runs."""
+    assert stage.scope == COHORT
+    rows = {r["subject"]: r for r in ctx.sheet.to_dict("records")}
+    if "label" in stage.needs:
+        if ctx.label_role is None:
+            return "the model names no label role"
+        subjects = [s for s in subjects if has(rows[s], ctx.label_role)]
+    if not subjects:
+        return f"no subject has {ctx.label_role}" if stage.needs else "no subjects"
+    make = {"train": train_task, "uncertainty": uncertainty_task}[stage.name]
+    return make(ctx, subjects)

@@ -1,0 +1,155 @@
+"""The one list of pipeline stages.
+
+Both runners read this list: ``medflow pipeline`` (the embedded local runner) executes it,
+and the Nextflow workflow (``main.nf``, ``modules/local/*/main.nf``, ``conf/modules.config``)
+is held to it by tests. Keep it declarative: names, commands, inputs, outputs, published
+paths and default arguments, no behaviour.
+
+Paths are templates: ``{subject}`` is the samplesheet's subject ID, ``{role}`` an image role
+(a samplesheet column such as ``sa`` or ``seg_sa``). Every per-subject file lands in
+``results/<stage>/<subject>/`` and every cohort-level file in ``results/<stage>/``
+(DESIGN.md, "Results layout").
+
+Roles: the preprocess stage takes every image column of the samplesheet. The later stages
+use the model's roles: ``image`` is the model card's first image role (``sa``), ``label``
+its label role (``seg_sa``); with ``--train`` these are the train stage's defaults.
+
+The model reads the samplesheet's images as acquired, not the preprocessed copies: it
+resamples to its own spacing and normalises itself, and reorienting oblique short-axis
+stacks to RAS puts the slice axis first for some subjects and second for others, which a
+model would then see resampled across its in-plane axes. Preprocess runs first all the
+same: it reads and checks every image, so a corrupt subject stops there, alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Where a stage's work is split: once per subject, or once for the whole cohort.
+SUBJECT, COHORT = "subject", "cohort"
+
+#: Roles the train stage learns from when the pipeline trains (``--train``).
+TRAIN_IMAGE_ROLE, TRAIN_LABEL_ROLE = "sa", "seg_sa"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the pipeline.
+
+    Attributes:
+        name: results folder (``results/<name>/``) and Nextflow process name in lower case.
+        command: the ``medflow`` sub-command words, e.g. ``("segment-cascaded", "predict")``.
+        scope: ``"subject"`` (one task per subject, run in parallel) or ``"cohort"``
+            (one task after all subjects' earlier stages).
+        inputs: what the stage reads: ``"samplesheet:<role>"`` a samplesheet column
+            (``*``: every image column), ``"<stage>:<output>"`` an earlier stage's output,
+            ``"model"`` the model folder (``--model``, or the train stage's output).
+        outputs: output name -> file name template under the stage folder
+            (per-subject names are relative to ``<stage>/<subject>/``).
+        args: default flags (Nextflow ``ext.args``) per kind of input role,
+            ``"image"`` or ``"label"``; a stage with one kind uses ``"image"``.
+        device: ``"cpu"`` or ``"gpu"`` (GPU stages get ``--device cuda`` only when a GPU
+            is there; every GPU stage also runs on CPU).
+        resource_label: the Nextflow resource label (``conf/base.config``).
+        table: the stage's Parquet table, relative to ``results/<name>/`` (None: none).
+        needs: the samplesheet roles the stage needs to run for a subject at all
+            (e.g. ground truth for scoring); subjects without them skip the stage.
+        columns: cohort stages only: the samplesheet the stage's command reads
+            (``--samplesheet <stage>/samplesheet.csv``), column -> ``"<stage>:<output>"``;
+            ``{image}``/``{label}`` in a column name are the role names.
+        only_with: the runner option that turns the stage on (``"train"``: only with
+            ``--train``); None: the stage always runs.
+    """
+
+    name: str
+    command: tuple[str, ...]
+    scope: str
+    inputs: tuple[str, ...]
+    outputs: dict[str, str]
+    args: dict[str, str] = field(default_factory=dict)
+    device: str = "cpu"
+    resource_label: str = "process_low"
+    table: str | None = None
+    needs: tuple[str, ...] = ()
+    columns: dict[str, str] = field(default_factory=dict)
+    only_with: str | None = None
+
+    @property
+    def process(self) -> str:
+        """The Nextflow process name (``PREPROCESS``, ``SEGMENT``, ...)."""
+        return self.name.upper()
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        name="preprocess",
+        command=("preprocess",),
+        scope=SUBJECT,
+        inputs=("samplesheet:*",),
+        outputs={"image": "{subject}_{role}_preproc.nii.gz",
+                 "sidecar": "{subject}_{role}_preproc.json"},
+        # Reorient only (no interpolation, intensities untouched): checked, standardised
+        # copies; a tool that needs another grid resamples once, itself.
+        args={"image": "--orientation RAS --normalise none",
+              "label": "--orientation RAS"},
+        resource_label="process_low",
+        table="preprocess.parquet",
+    ),
+    Stage(
+        name="train",
+        command=("segment-cascaded", "train"),
+        scope=COHORT,
+        inputs=("samplesheet:image", "samplesheet:label"),
+        outputs={"model": "model/model.safetensors", "card": "model/model.json",
+                 "curve": "model/training_curve.parquet"},
+        # Small enough for a few minutes on 2 CPU cores (the demo); train longer and wider
+        # with segment-cascaded train for real cohorts. The patch is clipped to the data.
+        args={"image": "--epochs 6 --patch 96,96,16 --channels 8 --levels 3 "
+                       "--augment standard --val-fraction 0.2"},
+        device="gpu",
+        resource_label="process_high",
+        needs=("label",),
+        columns={"{image}": "samplesheet:image", "{label}": "samplesheet:label"},
+        only_with="train",
+    ),
+    Stage(
+        name="segment",
+        command=("segment-cascaded", "predict"),
+        scope=SUBJECT,
+        inputs=("samplesheet:image", "model"),
+        outputs={"seg": "{subject}_{role}_seg.nii.gz",
+                 "uncertainty": "{subject}_{role}_unc.nii.gz",
+                 "sidecar": "{subject}_{role}_seg.json"},
+        args={"image": "--uncertainty-kind entropy --tta 2"},
+        device="gpu",
+        resource_label="process_medium",
+        table="segment.parquet",
+    ),
+    Stage(
+        name="uncertainty",
+        command=("score-uncertainty",),
+        scope=COHORT,
+        inputs=("segment:seg", "segment:uncertainty", "samplesheet:label", "samplesheet:image"),
+        outputs={"table": "score-uncertainty.parquet",
+                 "summary": "summary.parquet",
+                 "curves": "curves.parquet",
+                 "plot": "curves.png"},
+        args={"image": "--regions cardiac"},
+        resource_label="process_low",
+        table="score-uncertainty.parquet",
+        needs=("label",),
+        # The entropy map is one map for all classes: it stands for every region. The
+        # mask (voxels > 0 of the image) is the field of view.
+        columns={"seg": "samplesheet:label", "pred": "segment:seg", "mask": "samplesheet:image",
+                 "unc_lv": "segment:uncertainty", "unc_myo": "segment:uncertainty",
+                 "unc_rv": "segment:uncertainty"},
+    ),
+)
+
+
+def get_stage(name: str) -> Stage:
+    """The stage called ``name`` (KeyError naming the known stages otherwise)."""
+    for stage in STAGES:
+        if stage.name == name:
+            return stage
+    raise KeyError(f"unknown stage {name!r}; known: {', '.join(s.name for s in STAGES)}")
