@@ -80,25 +80,46 @@ def smooth_field(coarse: torch.Tensor, size) -> torch.Tensor:
 
 def sample_gin(rng: np.random.Generator, in_ch: int, kernel=(3, 3, 3), layers: int = 4,
                width: int = 2) -> dict:
-    """Weights of a random shallow conv net (GIN) and its mixing weight alpha."""
+    """Weights, biases and kernel sizes of a random shallow conv net (GIN), plus its mixing
+    weight alpha.
+
+    Each layer's kernel is 1 or ``kernel`` at random, as in GIN. Weights are scaled by
+    1/sqrt(fan-in) so every layer's activations stay at about unit scale, and biases are
+    N(0, 1): the LeakyReLU kinks then fall *inside* the intensity range, so the net maps
+    tissue intensities non-monotonically (blood may end up darker than muscle). Without
+    biases a conv + LeakyReLU net is positively homogeneous, i.e. on a z-scored image it is
+    only a two-slope linear map around 0, far too weak to imitate another MR contrast.
+    """
     chans = [in_ch] + [width] * (layers - 1) + [in_ch]
-    weights = [rng.normal(0, 1, size=(o, i, *kernel)).tolist() for i, o in zip(chans, chans[1:])]
-    return {"weights": weights, "alpha": float(rng.uniform(0, 1))}
+    convs = []
+    for i, o in zip(chans, chans[1:]):
+        k = tuple(kernel) if rng.random() < 0.5 else (1, 1, 1)
+        fan_in = i * int(np.prod(k))
+        convs.append({"weight": (rng.normal(0, 1, size=(o, i, *k)) / np.sqrt(fan_in)).tolist(),
+                      "bias": rng.normal(0, 1, size=o).tolist()})
+    return {"convs": convs, "alpha": float(rng.uniform(0, 1))}
+
+
+def zscore(image: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit standard deviation per channel of (C, X, Y, Z): the normalisation
+    every image gets at inference, so augmented copies live on the same intensity scale."""
+    flat = image.flatten(1)
+    mean, std = flat.mean(1), flat.std(1).clamp_min(1e-6)
+    return (image - mean.view(-1, 1, 1, 1)) / std.view(-1, 1, 1, 1)
 
 
 def apply_gin(image: torch.Tensor, p: dict) -> torch.Tensor:
-    """Re-texture (C, X, Y, Z): random convs + LeakyReLU, rescaled to the input's norm,
-    then mixed with the input by alpha."""
+    """Re-texture (C, X, Y, Z): random convs + LeakyReLU, z-scored, mixed with the input by
+    alpha, z-scored again."""
     h = image[None]
-    n = len(p["weights"])
-    for i, w in enumerate(p["weights"]):
-        w = torch.tensor(w, dtype=image.dtype)
-        h = F.conv3d(h, w, padding=tuple(k // 2 for k in w.shape[2:]))
+    n = len(p["convs"])
+    for i, conv in enumerate(p["convs"]):
+        w = torch.tensor(conv["weight"], dtype=image.dtype)
+        b = torch.tensor(conv["bias"], dtype=image.dtype)
+        h = F.conv3d(h, w, b, padding=tuple(k // 2 for k in w.shape[2:]))
         if i < n - 1:
             h = F.leaky_relu(h, 0.2)
-    h = h[0]
-    h = (h - h.mean()) * (image.norm() / (h - h.mean()).norm().clamp_min(1e-6))
-    return p["alpha"] * h + (1 - p["alpha"]) * image
+    return zscore(p["alpha"] * zscore(h[0]) + (1 - p["alpha"]) * image)
 
 
 def sample_ipa_mask(rng: np.random.Generator) -> dict:
@@ -134,5 +155,5 @@ def apply_augment(image: torch.Tensor, classes: torch.Tensor, p: dict, spacing):
         return apply_intensity(image, p["intensity"])[None], classes
     gin_a, gin_b, gin_c = (apply_gin(image, g) for g in p["gin"])
     m = apply_ipa_mask(p["mask"], image.shape[1:])[None]
-    copy_b = m * gin_b + (1 - m) * gin_c
+    copy_b = zscore(m * gin_b + (1 - m) * gin_c)  # a blend of two z-scored images is not
     return torch.stack([gin_a, copy_b]), classes
