@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -41,3 +43,62 @@ def label3d() -> Volume:
     data[2:8, 4:16, 5:25] = 1
     data[4:6, 8:12, 10:20] = 2
     return Volume(data, oblique_affine(), kind="label")
+
+
+def tiny_heart_arrays(rng: np.random.Generator, frames: int = 2, shape=(24, 20, 6)):
+    """A tiny (X, Y, Z, T) cine: int16 image and uint8 labels (LV disc 1, myocardium ring 2,
+    RV 3), the LV shrinking frame by frame; the first and last slices are empty."""
+    x, y = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    img = np.zeros((*shape, frames), np.float32)
+    lab = np.zeros((*shape, frames), np.uint8)
+    cx, cy = 11 + rng.integers(-2, 3), 10 + rng.integers(-2, 3)
+    for t in range(frames):
+        r = 4.0 - t + rng.uniform(-0.5, 0.5)
+        d = np.hypot(x - cx, y - cy)
+        drv = np.hypot(x - cx - r - 5, y - cy)
+        sl = np.zeros(shape[:2], np.uint8)
+        sl[(drv < r + 1) & (d >= r + 2)] = 3
+        sl[(d >= r) & (d < r + 2)] = 2
+        sl[d < r] = 1
+        for z in range(1, shape[2] - 1):
+            lab[..., z, t] = sl
+    img[lab == 1], img[lab == 2], img[lab == 3] = 300, 80, 260
+    img += 40 + rng.normal(0, 10, img.shape)
+    return img.astype(np.int16), lab
+
+
+def write_tiny_cohort(folder, affine: np.ndarray, n: int = 3, seed: int = 0,
+                      labelled: int | None = None):
+    """``n`` tiny cine subjects (``sa``, ``seg_sa``) and their samplesheet; only the first
+    ``labelled`` (default all) have their ``seg_sa`` in the sheet."""
+    from medflow.io import write_nifti
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        sub = f"s{i}"
+        img, lab = tiny_heart_arrays(rng)
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+        write_nifti(Volume(img, affine), folder / sub / "sa.nii.gz")
+        write_nifti(Volume(lab, affine, "label"), folder / sub / "seg_sa.nii.gz")
+        keep = labelled is None or i < labelled
+        rows.append({"subject": sub, "sa": f"{sub}/sa.nii.gz",
+                     "seg_sa": f"{sub}/seg_sa.nii.gz" if keep else ""})
+    with open(folder / "samplesheet.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["subject", "sa", "seg_sa"])
+        w.writeheader()
+        w.writerows(rows)
+    return folder / "samplesheet.csv"
+
+
+@pytest.fixture(scope="session")
+def tiny_heart():
+    """The tiny cine generator ``tiny_heart(rng, frames=2)`` (sub-folder conftests cannot
+    import this file)."""
+    return tiny_heart_arrays
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort():
+    """``tiny_cohort(folder, affine, n=3, seed=0, labelled=None)`` -> samplesheet path."""
+    return write_tiny_cohort

@@ -8,11 +8,11 @@ import pandas as pd
 
 from medflow.cli import cli
 
-from .conftest import write_cohort
+from .conftest import affine
 
 
-def test_train_on_labelled_subjects_then_segment_everyone(runner, tmp_path):
-    sheet = write_cohort(tmp_path / "cohort", n=3, labelled=2)
+def test_train_on_labelled_subjects_then_segment_everyone(runner, tiny_cohort, tmp_path):
+    sheet = tiny_cohort(tmp_path / "cohort", affine(), n=3, labelled=2)
     out = tmp_path / "results"
     res = runner.invoke(cli, ["pipeline", "--input", str(sheet), "--outdir", str(out),
                               "--train", "--jobs", "2", "--seed", "1"])
@@ -40,8 +40,8 @@ def test_train_on_labelled_subjects_then_segment_everyone(runner, tmp_path):
     assert list(trace["status"]) == ["cached"]
 
 
-def test_train_needs_labels(runner, tmp_path):
-    sheet = write_cohort(tmp_path / "cohort", n=2, labelled=0)
+def test_train_needs_labels(runner, tiny_cohort, tmp_path):
+    sheet = tiny_cohort(tmp_path / "cohort", affine(), n=2, labelled=0)
     out = tmp_path / "results"
     res = runner.invoke(cli, ["pipeline", "--input", str(sheet), "--outdir", str(out),
                               "--train"])

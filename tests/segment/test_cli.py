@@ -16,7 +16,7 @@ from medflow.cli import cli
 from medflow.io import Volume, make_affine, write_nifti
 from medflow.segment.cli import segment_cascaded
 
-from .conftest import TINY, heart
+from .conftest import TINY
 
 torch.set_num_threads(1)
 
@@ -89,8 +89,8 @@ def test_predict_cine_keeps_geometry_and_is_reproducible(runner, cohort, tiny_mo
     assert sidecar["frames"] == 2 and sidecar["parameters"]["tta"] == 2
 
 
-def test_predict_resamples_off_spacing_input_back(runner, tiny_model, tmp_path):
-    img, _ = heart(np.random.default_rng(9), frames=1)
+def test_predict_resamples_off_spacing_input_back(runner, tiny_model, tiny_heart, tmp_path):
+    img, _ = tiny_heart(np.random.default_rng(9), frames=1)
     zoomed = np.repeat(img[..., 0], 2, axis=0)              # 0.9 mm along x
     affine = make_affine((0.9, 1.8, 10.0), origin=(3.0, -2.0, 1.0))
     write_nifti(Volume(zoomed, affine), tmp_path / "x.nii.gz")
