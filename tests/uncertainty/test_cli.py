@@ -198,3 +198,40 @@ def test_usage_errors(runner, cohort, tmp_path):
     assert run(runner, ["--samplesheet", str(cohort / "samplesheet.csv")]).exit_code == 2
     help_text = run(runner, ["--help"]).output
     assert "Example" in help_text and "--verbose" in help_text
+
+
+def test_cine_frames_are_pooled_and_cine_misuse_is_refused(runner, cohort, tmp_path):
+    # A 4D (X, Y, Z, T) case, as the pipeline scores cardiac cines: two identical frames
+    # score exactly as the 3D case (every measure is a ratio of pooled counts).
+    sub = cohort / "sub-000"
+    cine = {}
+    for role, kind in (("seg", "label"), ("pred", "label"), ("mask", "image"),
+                       ("unc_wt", "image"), ("unc_tc", "image"), ("unc_et", "image")):
+        data = read_image(sub / f"{role}.nii.gz", kind).data
+        frames = data if role == "mask" else np.stack([data, data], -1)
+        cine[role] = write_like(sub / f"{role}.nii.gz", tmp_path / f"{role}.nii.gz", frames,
+                                kind=kind)
+    out3d, out4d = tmp_path / "3d.parquet", tmp_path / "4d.parquet"
+    assert run(runner, case_args(sub) + ["--out", str(out3d)]).exit_code == 0
+    result = run(runner, case_args(sub, **cine) + ["--out", str(out4d)])
+    assert result.exit_code == 0, result.output
+    pd.testing.assert_frame_equal(pd.read_parquet(out4d), pd.read_parquet(out3d))
+
+    one_frame = write_like(sub / "pred.nii.gz", tmp_path / "pred3d.nii.gz", kind="label")
+    stacked = write_like(sub / "unc_wt.nii.gz", tmp_path / "unc4.nii.gz", np.stack(
+        [read_image(sub / f"unc_{k}.nii.gz").data for k in ("wt", "tc", "et")], -1))
+    bad = {
+        "shape": (case_args(sub, **{**cine, "pred": one_frame}), ["pred3d.nii.gz", "shape"]),
+        "one file": (case_args(sub, **cine)[:6] + ["--uncertainty", str(stacked)],
+                     ["unc4.nii.gz", "one uncertainty map per region"]),
+        "probabilities": (case_args(sub, **cine) + ["--probabilities",
+                                                    str(sub / "prob.nii.gz")],
+                          ["prob.nii.gz", "cine"]),
+    }
+    for name, (args, words) in bad.items():
+        out = tmp_path / f"{name}.parquet"
+        result = run(runner, args + ["--out", str(out)])
+        assert result.exit_code == 65, (name, result.output)
+        lines = [ln for ln in result.output.splitlines() if ln.strip()]
+        assert len(lines) == 1 and all(w in lines[0] for w in words), (name, result.output)
+        assert not out.exists()
