@@ -8,6 +8,7 @@ process's own (``VmHWM``).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -56,8 +57,23 @@ def log_path(info: Path, task: Task) -> Path:
 def fingerprint(task: Task) -> dict:
     """What decides a task's result: its command lines and its inputs' checksums."""
     return {"commands": task.commands,
-            "inputs": {str(p): sha256(p) if p.exists() else None for p in task.inputs},
+            "inputs": {str(p): checksum(p) if p.exists() else None for p in task.inputs},
             **task.params}
+
+
+def checksum(path: Path) -> str:
+    """``sha256(path)``, computed once per file version in this process: a subject's image
+    is an input of several stages and the model folder of every subject's segment task.
+    A version is the (name, size, modification time) of every file, so a changed input is
+    hashed again."""
+    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _sha256_of_version(str(path), stamp)
+
+
+@functools.lru_cache(maxsize=65536)
+def _sha256_of_version(path: str, stamp: tuple) -> str:
+    return sha256(path)
 
 
 def is_current(info: Path, task: Task, print_: dict) -> bool:
