@@ -3,6 +3,8 @@
 
 Cardiac volumes come from the segmentation: voxel counts x voxel volume, per frame; end
 diastole (ED) is the frame with the largest LV blood pool, end systole (ES) the smallest.
+Myocardial mass uses the density of the demo cohort's ``truth.json`` (1.05 g/mL), so
+measured and true masses compare.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import pandas as pd
 from medflow.io.atomic import atomic_outputs
 from medflow.io.images import read_image
 from medflow.io.tables import read_table, write_table
+from medflow.phantom.heart_params import MYOCARDIUM_DENSITY
 from medflow.pipeline.stages import get_stage
 
-MYOCARDIUM_DENSITY_G_PER_ML = 1.05  # the usual value for myocardial mass from volume
 SHORT = {"LV": "lv", "myocardium": "myo", "RV": "rv"}  # UK Biobank label names -> prefixes
 
 
@@ -61,7 +63,7 @@ def volumes_row(seg_path: Path, sidecar: dict, unc_path: Path | None = None) -> 
             if n in per_label and per_label[n][ed] > 0:
                 row[f"{n}_ef_pct"] = round(100 * (1 - per_label[n][es] / per_label[n][ed]), 2)
         if "myo" in per_label:
-            row["myo_mass_g"] = round(float(per_label["myo"][ed]) * MYOCARDIUM_DENSITY_G_PER_ML, 2)
+            row["myo_mass_g"] = round(float(per_label["myo"][ed]) * MYOCARDIUM_DENSITY, 2)
     if unc_path is not None and unc_path.exists():
         unc = np.asarray(read_image(unc_path).data)
         fg = data > 0
