@@ -46,8 +46,8 @@ test: $(STAMP) tools
 # a second `make demo` redoes only what changed.
 DEMO_COLUMNS := subject lv_ed_ml lv_es_ml lv_ef_pct myo_mass_g rv_ed_ml lv_dice uncertainty_score
 demo: $(STAMP)
-	$(MEDFLOW) demo-cohort --kind cardiac --subjects 8 --frames 10 --seed 0 --out $(DEMO)/cohort --jobs 2
-	$(MEDFLOW) pipeline --input $(DEMO)/cohort/samplesheet.csv --outdir $(DEMO)/results \
+	$(MEDFLOW) demo-cohort --kind cardiac --subjects 8 --frames 10 --seed 0 --out "$(DEMO)/cohort" --jobs 2
+	$(MEDFLOW) pipeline --input "$(DEMO)/cohort/samplesheet.csv" --outdir "$(DEMO)/results" \
 	    --train --jobs 2 --seed 0 --resume
 	@$(PY) -c 'import pandas as pd; t = pd.read_parquet("$(DEMO)/results/cohort.parquet"); \
 	    print(t[[c for c in "$(DEMO_COLUMNS)".split() if c in t]].round(3).to_string(index=False))'
@@ -59,4 +59,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/preprocess/bench_preprocess.py
 
 clean:
-	rm -rf $(VENV) $(DEMO) .pytest_cache
+	rm -rf $(VENV) "$(DEMO)" .pytest_cache

@@ -15,6 +15,7 @@ import jsonschema
 import pandas as pd
 
 from medflow.errors import InvalidDataError, MissingInputError
+from medflow.io.paths import absolute
 
 KINDS = ("generic", "cardiac", "brats")
 # Columns that hold label maps rather than intensities (resampled by nearest neighbour):
@@ -77,7 +78,7 @@ def load_samplesheet(path: str | os.PathLike, kind: str | None = None,
         All problems are gathered into one error: exit 66 when the only problems are
         missing files, 65 otherwise.
     """
-    path = Path(path)
+    path = absolute(path)
     if not path.exists():
         raise MissingInputError("samplesheet not found", path)
     try:
@@ -118,7 +119,7 @@ def load_samplesheet(path: str | os.PathLike, kind: str | None = None,
         for col, value in record.items():
             if col == "subject":
                 continue
-            full = (base / value) if not os.path.isabs(value) else Path(value)
+            full = absolute(value, base)
             df.at[i, col] = str(full)
             if check_files and not full.exists():
                 missing.append(f"row {rowno}, column '{col}': file not found: {value}")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from medflow import __version__
+from medflow.io.paths import absolute
 
 
 def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -66,7 +67,7 @@ def make_sidecar(tool: str, parameters: dict, inputs: dict[str, str | os.PathLik
         "medflow_version": __version__,
         "python": platform.python_version(),
         "parameters": parameters,
-        "inputs": {role: {"path": str(p), "sha256": sha256(p)}
+        "inputs": {role: {"path": str(absolute(p)), "sha256": sha256(p)}
                    for role, p in inputs.items() if p is not None},
         "timings": timer.as_dict() if timer else {},
         **extra,

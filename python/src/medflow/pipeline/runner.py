@@ -10,7 +10,7 @@ import platform
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
@@ -18,6 +18,7 @@ from typing import Callable
 from medflow import __version__
 from medflow.errors import EXIT_BUG, EXIT_DATA, EXIT_MISSING, InvalidDataError
 from medflow.io.atomic import atomic_path
+from medflow.io.paths import absolute
 from medflow.io.samplesheet import load_samplesheet
 from medflow.io.sidecar import write_json
 from medflow.pipeline import execute, plan
@@ -71,6 +72,13 @@ class RunResult:
         return EXIT_DATA if codes <= {EXIT_DATA, EXIT_MISSING} else EXIT_BUG
 
 
+def absolute_paths(opts: Options) -> Options:
+    """``opts`` with every path absolute: they are written into task command lines, task
+    records, derived samplesheets and ``params.json``, all read from other folders."""
+    return replace(opts, input=absolute(opts.input), outdir=absolute(opts.outdir),
+                   model=opts.model and absolute(opts.model))
+
+
 def selected_stages(opts: Options) -> list[Stage]:
     """The stages this run executes, in pipeline order."""
     chosen = []
@@ -109,8 +117,7 @@ def prepare(opts: Options) -> plan.Context:
     if "train" in names and not (label_role in sheet and sheet[label_role].notna().any()):
         raise InvalidDataError(f"--train needs labels: no subject has a '{label_role}' file",
                                opts.input)
-    # Absolute paths: cohort samplesheets resolve relative paths against their own folder.
-    return plan.Context(sheet, opts.outdir.absolute(), model and model.absolute(),
+    return plan.Context(sheet, absolute(opts.outdir), model and absolute(model),
                         image_roles, label_role, opts.device, opts.seed)
 
 
@@ -122,6 +129,7 @@ def run(opts: Options, progress: Callable[[int], None] | None = None,
         :class:`RunResult` (outcomes per task, status per subject, exit code).
     """
     t0 = time.perf_counter()
+    opts = absolute_paths(opts)
     ctx = prepare(opts)
     info = opts.outdir / "pipeline_info"
     stages = selected_stages(opts)
