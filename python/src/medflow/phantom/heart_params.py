@@ -7,12 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Label values (UK Biobank convention).
-BACKGROUND, LV_BLOOD, LV_MYO, RV_BLOOD = 0, 1, 2, 3
+from medflow.cardiac.labels import (BACKGROUND, LV_BLOOD, LV_MYO,  # noqa: F401 - re-exported
+                                    MYOCARDIUM_DENSITY_G_PER_ML as MYOCARDIUM_DENSITY, RV_BLOOD)
+
 #: Extra appearance-only tissue classes returned by :meth:`HeartModel.tissue_at`.
 RV_WALL, ATRIAL_BLOOD, ATRIAL_WALL = 4, 5, 6
-#: Myocardial density used for LV mass (g/mL).
-MYOCARDIUM_DENSITY = 1.05
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import pandas as pd
 from medflow.io.atomic import atomic_outputs
 from medflow.io.images import read_image
 from medflow.io.tables import read_table, write_table
-from medflow.phantom.heart_params import MYOCARDIUM_DENSITY
+from medflow.cardiac.labels import MYOCARDIUM_DENSITY_G_PER_ML as MYOCARDIUM_DENSITY
 from medflow.pipeline.stages import get_stage
 
 SHORT = {"LV": "lv", "myocardium": "myo", "RV": "rv"}  # UK Biobank label names -> prefixes
