@@ -42,13 +42,15 @@ workflow {
     SAMPLESHEET_CHECK(channel.value([[id: 'samplesheet', source: samplesheet.toUriString()], samplesheet]))
 
     // One item per (subject, role) file; meta.kind is image or label, meta.pair the image a
-    // label annotates. Cells that are not images (the demo's truth.json) are not processed.
+    // label annotates, meta.series the series inside a DICOM zip (a <zip>#<series> cell: the
+    // zip is staged). Cells that are not images (the demo's truth.json) are not processed.
     ch_files = SAMPLESHEET_CHECK.out.csv
         .map { meta, csv -> csv }
         .splitCsv(header: true)
         .filter { row -> !row.path.endsWith('.json') }
         .map { row ->
-            [[id: row.subject, role: row.role, kind: row.kind, pair: row.pair], file(row.path, checkIfExists: true)]
+            [[id: row.subject, role: row.role, kind: row.kind, pair: row.pair, series: row.series ?: ''],
+             file(row.path, checkIfExists: true)]
         }
 
     // preprocess: reorient every image and label map (per subject, per role)

@@ -98,7 +98,8 @@ def placeholder_values(tmp_path, kind, device):
     model = tmp_path / "model"
     model.mkdir(exist_ok=True)
     return {
-        "image": str(files["image.nii.gz"]), "model": str(model), "prefix": "sub-000",
+        "image": str(files["image.nii.gz"]), "source": str(files["image.nii.gz"]),
+        "model": str(model), "prefix": "sub-000",
         "meta.role": "seg_sa" if kind == "label" else "sa", "role": kind, "device": device,
         "inputs": f"--input {files['image.nii.gz']}", "task.cpus": "2",
         "samplesheet": str(tmp_path / "samplesheet.csv"), "meta.source": "/data/sheet.csv",
@@ -211,9 +212,9 @@ def test_samplesheet_check_lists_roles_with_kind_and_pair(tmp_path):
     proc, out = run_check(tmp_path, "subject,sa,seg_sa\nsub-000,a/sa.nii.gz,a/seg_sa.nii.gz\n")
     assert proc.returncode == 0, proc.stderr
     rows = out.read_text().splitlines()
-    assert rows[0] == "subject,role,kind,pair,path"
-    assert rows[1] == f"sub-000,sa,image,,{tmp_path}/a/sa.nii.gz"
-    assert rows[2] == f"sub-000,seg_sa,label,sa,{tmp_path}/a/seg_sa.nii.gz"
+    assert rows[0] == "subject,role,kind,pair,path,series"
+    assert rows[1] == f"sub-000,sa,image,,{tmp_path}/a/sa.nii.gz,"
+    assert rows[2] == f"sub-000,seg_sa,label,sa,{tmp_path}/a/seg_sa.nii.gz,"
 
 
 def test_samplesheet_check_names_row_and_column(tmp_path):

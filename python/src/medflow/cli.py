@@ -14,8 +14,9 @@ import traceback
 import click
 
 from medflow import __version__
-from medflow.errors import (EXIT_BUG, InternalError, MedflowError, NotBuiltError,
-                            TransientError)
+from medflow.errors import (EXIT_BUG, MAX_BYTES_ANY_MACHINE, InternalError, InvalidDataError,
+                            MedflowError, NotBuiltError, TransientError, requested_bytes,
+                            size_text)
 from medflow.options import is_debug, verbosity_options
 
 # name -> (import path of the click command, or None while not built; one-line help)
@@ -32,6 +33,8 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
                           "QU-BraTS uncertainty score and calibration measures."),
     "demo-cohort": ("medflow.phantom.cli:demo_cohort",
                     "Write a synthetic cohort with known ground truth."),
+    "samplesheet": ("medflow.samplesheet.cli:samplesheet",
+                    "Write a samplesheet for a folder of UK Biobank zips."),
     "pipeline": ("medflow.pipeline.cli:pipeline", "Run the whole pipeline over a samplesheet."),
     "report": ("medflow.report.cli:report", "HTML report of a results folder."),
 }
@@ -52,6 +55,12 @@ def _translate(exc: BaseException) -> MedflowError:
     name = type(exc).__name__
     if isinstance(exc, MemoryError) or "OutOfMemoryError" in name or (
             isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()):
+        wanted = requested_bytes(exc)
+        if wanted is not None and wanted > MAX_BYTES_ANY_MACHINE:
+            # no retry can give this much memory: the input or an option asks too much
+            return InvalidDataError(f"the inputs ask for {size_text(wanted)} of memory, more "
+                                    "than any machine holds; check the image header's size "
+                                    "and the size options")
         return TransientError(f"out of memory ({exc}); retry with more memory or smaller patches")
     return InternalError(f"unexpected {name}: {exc} (rerun with --debug for the traceback)")
 

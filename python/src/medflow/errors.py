@@ -20,6 +20,39 @@ EXIT_DATA = 65
 EXIT_MISSING = 66
 EXIT_TRANSIENT = 75
 
+#: More memory than any single machine has (16 TiB): a request this size can never
+#: succeed, so it is invalid input (65), never a transient failure (75) that the pipeline
+#: and Nextflow would retry with more memory.
+MAX_BYTES_ANY_MACHINE = 16 * 2**40
+_UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "PiB": 2**50,
+          "EiB": 2**60}
+
+
+def requested_bytes(exc: BaseException) -> int | None:
+    """How many bytes a failed allocation asked for, when the error says (numpy's
+    ``_ArrayMemoryError`` carries shape and dtype; torch writes "Tried to allocate
+    1.50 PiB")."""
+    shape, dtype = getattr(exc, "shape", None), getattr(exc, "dtype", None)
+    if shape is not None and dtype is not None:
+        n = 1
+        for s in shape:
+            n *= int(s)
+        return n * int(getattr(dtype, "itemsize", 1))
+    import re
+
+    m = re.search(r"allocate ([0-9.]+) ?([KMGTPE]i?B|B)", str(exc))
+    if m:
+        unit = m.group(2) if m.group(2) in _UNITS else m.group(2).replace("B", "iB")
+        return int(float(m.group(1)) * _UNITS.get(unit, 1))
+    return None
+
+
+def size_text(nbytes: float) -> str:
+    for unit in ("EiB", "PiB", "TiB", "GiB", "MiB", "KiB"):
+        if nbytes >= _UNITS[unit]:
+            return f"{nbytes / _UNITS[unit]:.3g} {unit}"
+    return f"{int(nbytes)} B"
+
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())

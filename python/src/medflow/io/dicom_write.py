@@ -1,8 +1,14 @@
 """Write a Volume as a DICOM MR series, or several as a UK Biobank-style zip.
 
 Used by the tests and by ``medflow demo-cohort`` to make DICOM inputs with known ground
-truth. Output is deterministic: UIDs derive from the series description and a seed, and
-no dates or times are written, so the same inputs give the same bytes.
+truth. Output is deterministic: UIDs derive from the series description and a seed, no
+dates are written, and times (SeriesTime, AcquisitionTime, one breath-hold a minute) are
+derived from the series number, so the same inputs give the same bytes.
+
+The tags are the ones a scanner writes and readers use: ImagePositionPatient,
+ImageOrientationPatient, PixelSpacing, SliceThickness, SpacingBetweenSlices, SliceLocation,
+TriggerTime (the cine's frame times), CardiacNumberOfImages, SeriesDescription,
+SeriesNumber, SeriesInstanceUID, SOPInstanceUID, InstanceNumber, AcquisitionTime, rescale.
 """
 
 from __future__ import annotations
@@ -27,12 +33,18 @@ _TYPE2_EMPTY = ("PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "Stu
                 "EchoTime")
 #: Fixed zip timestamp (the earliest a zip can hold) keeps archives byte-reproducible.
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+#: UK Biobank's manifest columns (its own spelling); the date is left empty.
+MANIFEST_COLUMNS = ("filename", "patientid", "studyid", "aet", "date", "seriesid",
+                    "series discription")
+#: Synthetic scan start: 09:00:00, one series (breath-hold) a minute after it.
+_SCAN_START_S = 9 * 3600
 
 
 def write_dicom_series(vol: Volume, folder: str | os.PathLike,
                        series_description: str = "medflow", series_uid: str | None = None,
                        *, series_number: int = 1, seed: int = 0, patient_id: str = "ANON",
-                       frame_interval_ms: float | None = None) -> list[Path]:
+                       frame_interval_ms: float | None = None,
+                       slice_thickness_mm: float | None = None) -> list[Path]:
     """Write one MR DICOM file per slice (and per frame for 4D cine).
 
     Args:
@@ -44,7 +56,10 @@ def write_dicom_series(vol: Volume, folder: str | os.PathLike,
         seed: changes every derived UID (one subject vs another).
         patient_id: PatientID and PatientName.
         frame_interval_ms: TriggerTime step between cine frames; default
-            ``vol.meta["frame_times_ms"]`` if present, else 1000 / number of frames.
+            ``vol.frame_interval_s``, else ``vol.meta["frame_times_ms"]``, else 1000 /
+            number of frames.
+        slice_thickness_mm: SliceThickness; default the slice spacing (which is always
+            written as SpacingBetweenSlices).
 
     Returns:
         The files written, in InstanceNumber order.
@@ -63,7 +78,8 @@ def write_dicom_series(vol: Volume, folder: str | os.PathLike,
     files = []
     with atomic_outputs() as out:
         for name, ds in _series_datasets(vol, series_description, series_uid, series_number,
-                                         seed, patient_id, frame_interval_ms):
+                                         seed, patient_id, frame_interval_ms,
+                                         slice_thickness_mm):
             final = folder / name
             ds.save_as(out.path(final), enforce_file_format=True)
             files.append(final)
@@ -72,7 +88,8 @@ def write_dicom_series(vol: Volume, folder: str | os.PathLike,
 
 def write_ukbb_zip(path: str | os.PathLike, series: dict[str, Volume],
                    per_slice_series: bool = True, *, seed: int = 0,
-                   patient_id: str = "ANON") -> Path:
+                   patient_id: str = "ANON",
+                   slice_thickness_mm: dict[str, float] | None = None) -> Path:
     """Write a zip laid out like a UK Biobank imaging field: flat DICOM files, a manifest.
 
     Args:
@@ -83,14 +100,17 @@ def write_ukbb_zip(path: str | os.PathLike, series: dict[str, Volume],
             ``<description>_b1`` .. ``_bN`` (how UK Biobank stores short-axis cines);
             single-slice volumes (long-axis views) stay one series.
         seed: seeds the UIDs (use the subject's number for a cohort).
-        patient_id: PatientID and PatientName.
+        patient_id: PatientID and PatientName (a UK Biobank eid).
+        slice_thickness_mm: SliceThickness per description (default: the slice spacing).
 
     Returns:
         The zip path.
 
     Note:
-        Member names are ``<series number>_<instance>.dcm`` plus ``manifest.csv``, which
-        the reader skips (it has no DICM preamble). Same arguments give the same bytes.
+        Member names are ``<series number>_<instance>.dcm`` plus ``manifest.csv`` (the
+        columns UK Biobank's manifest has, including its spelling ``series discription``),
+        which the reader skips (it has no DICM preamble). Same arguments give the same
+        bytes.
     """
     parts: list[tuple[str, Volume]] = []
     for desc, vol in series.items():
@@ -102,15 +122,19 @@ def write_ukbb_zip(path: str | os.PathLike, series: dict[str, Volume],
                 parts.append((f"{desc}_b{k + 1}", vol.with_data(vol.data[:, :, k:k + 1], affine)))
         else:
             parts.append((desc, vol))
-    manifest = ["filename,series_description,series_number,instance_number"]
+    thickness = slice_thickness_mm or {}
+    manifest = [",".join(MANIFEST_COLUMNS)]
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for number, (desc, vol) in enumerate(parts, start=1):
-            for name, ds in _series_datasets(vol, desc, None, number, seed, patient_id, None):
+            stem = desc.rsplit("_b", 1)[0] if desc not in thickness else desc
+            for name, ds in _series_datasets(vol, desc, None, number, seed, patient_id, None,
+                                             thickness.get(desc, thickness.get(stem))):
                 member = f"{number:03d}_{name[2:]}"
                 buf = io.BytesIO()
                 ds.save_as(buf, enforce_file_format=True)
                 _add(zf, member, buf.getvalue())
-                manifest.append(f"{member},{desc},{number},{ds.InstanceNumber}")
+                manifest.append(f"{member},{patient_id},{ds.StudyInstanceUID},medflow,,"
+                                f"{ds.SeriesInstanceUID},{desc}")
         _add(zf, "manifest.csv", ("\n".join(manifest) + "\n").encode())
     return Path(path)
 
@@ -138,9 +162,16 @@ def _encoding(data: np.ndarray) -> tuple[np.dtype, float, float]:
     return np.dtype(np.uint16), slope, lo
 
 
+def _tm(seconds: float) -> str:
+    """Seconds of the day as DICOM TM (HHMMSS.FFFFFF)."""
+    h, rest = divmod(float(seconds), 3600)
+    m, s = divmod(rest, 60)
+    return f"{int(h):02d}{int(m):02d}{s:09.6f}"
+
+
 def _series_datasets(vol: Volume, description: str, series_uid: str | None, number: int,
-                     seed: int, patient_id: str,
-                     frame_interval_ms: float | None) -> Iterator[tuple[str, Dataset]]:
+                     seed: int, patient_id: str, frame_interval_ms: float | None,
+                     thickness_mm: float | None = None) -> Iterator[tuple[str, Dataset]]:
     problem = geometry_problem(vol.affine)
     if problem or vol.data.ndim not in (3, 4):
         raise ValueError(f"cannot write DICOM: {problem or f'{vol.data.ndim}D data'}")
@@ -150,9 +181,12 @@ def _series_datasets(vol: Volume, description: str, series_uid: str | None, numb
     data = vol.data if vol.data.ndim == 4 else vol.data[..., None]
     nk, nt = data.shape[2], data.shape[3]
     times = vol.meta.get("frame_times_ms")
+    if frame_interval_ms is None and vol.frame_interval_s is not None:
+        frame_interval_ms = vol.frame_interval_s * 1000.0
     if frame_interval_ms is not None or times is None or len(times) != nt:
         step = frame_interval_ms if frame_interval_ms is not None else 1000.0 / nt
         times = [t * step for t in range(nt)]
+    started = _SCAN_START_S + 60.0 * number
     dtype, slope, intercept = _encoding(np.asarray(data))
     study_uid = _uid("study", patient_id, seed)
     series_uid = series_uid or _uid("series", description, number, patient_id, seed)
@@ -182,7 +216,10 @@ def _series_datasets(vol: Volume, description: str, series_uid: str | None, numb
             ds.ImageOrientationPatient = [_ds(v) for v in (*rowdir, *coldir)]
             ds.ImagePositionPatient = [_ds(v) for v in ipp]
             ds.PixelSpacing = [_ds(spacing[1]), _ds(spacing[0])]  # between rows, columns
-            ds.SliceThickness = ds.SpacingBetweenSlices = _ds(spacing[2])
+            ds.SliceThickness = _ds(thickness_mm or spacing[2])
+            ds.SpacingBetweenSlices = _ds(spacing[2])
+            ds.SeriesTime = ds.AcquisitionTime = _tm(started)
+            ds.ContentTime = _tm(started + times[t] / 1000.0)
             ds.SliceLocation = _ds(float(ipp @ np.cross(rowdir, coldir)))
             ds.TriggerTime = _ds(times[t])
             ds.CardiacNumberOfImages = nt

@@ -6,6 +6,14 @@ zip (UK Biobank delivers zips) through :mod:`medflow.io.dicom`.
 
 Every reader ends in :func:`validate_volume`, so a Volume in hand always has finite voxels,
 3 or 4 dimensions and a usable geometry.
+
+Units travel with the numbers: NIfTI spatial units (metres, microns) are converted to
+millimetres on reading, the frame interval (``pixdim[4]`` in ``xyzt_units``' time unit) is
+kept as ``Volume.frame_interval_s`` and written back in seconds, and label values keep an
+integer type that holds them (uint8 ... int64), with or without resampling.
+
+A path may name one series of a DICOM zip or folder: ``x.zip#CINE_segmented_LAX_4Ch`` (see
+:func:`split_series`; samplesheet cells use the same syntax).
 """
 
 from __future__ import annotations
@@ -23,11 +31,62 @@ from medflow.io.volume import Kind, Volume, geometry_problem
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
+#: Separates a DICOM zip or folder from the series chosen inside it.
+SERIES_MARK = "#"
+#: NIfTI xyzt_units -> factor to millimetres / to seconds (nibabel's unit names).
+SPACE_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}
+TIME_TO_S = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
+_INT_TYPES = (np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64)
+
+
+def split_series(path: str | os.PathLike, base: str | os.PathLike | None = None
+                 ) -> tuple[Path, str | None]:
+    """``"x.zip#SERIES"`` -> ``(Path("x.zip"), "SERIES")``; other paths -> ``(path, None)``.
+
+    Args:
+        path: a file or folder, optionally followed by ``#`` and a series (description, UID
+            or 0-based index, as ``--series`` takes) when it is a DICOM zip or folder.
+        base: the folder a relative path is relative to (a samplesheet's folder).
+
+    Returns:
+        The file or folder and the series (None when the path names none).
+
+    Note:
+        Only the last ``#`` counts, and only when what precedes it is a ``.zip`` or an
+        existing folder, so a file whose name happens to hold ``#`` is still found.
+
+    Example:
+        >>> split_series("sub-0/1000000_20208_2_0.zip#CINE_segmented_LAX_4Ch")
+        (PosixPath('sub-0/1000000_20208_2_0.zip'), 'CINE_segmented_LAX_4Ch')
+    """
+    from medflow.io.paths import absolute
+
+    text = os.fspath(path)
+    head, mark, series = text.rpartition(SERIES_MARK)
+    if mark and series and head and not absolute(text, base).exists() and (
+            head.lower().endswith(".zip") or absolute(head, base).is_dir()):
+        return Path(head), series
+    return Path(text), None
+
+
+def source_file(path: str | os.PathLike) -> Path:
+    """The file or folder a path or samplesheet cell reads (``x.zip#S`` -> ``x.zip``)."""
+    return split_series(path)[0]
+
+
+def smallest_int_dtype(lo: int, hi: int) -> np.dtype:
+    """The first of uint8, int16, uint16, int32, uint32, int64 that holds ``[lo, hi]``."""
+    for t in _INT_TYPES:
+        info = np.iinfo(t)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(t)
+    raise ValueError(f"label values {lo}..{hi} do not fit a 64-bit integer")
 
 
 def image_format(path: str | os.PathLike) -> str:
-    """'nifti', 'sitk', 'dicom-folder', 'dicom-zip' or 'dicom-file' for a path."""
-    p = Path(path)
+    """'nifti', 'sitk', 'dicom-folder', 'dicom-zip' or 'dicom-file' for a path (a
+    ``#series`` suffix is allowed, see :func:`split_series`)."""
+    p, _ = split_series(path)
     name = p.name.lower()
     if p.is_dir():
         return "dicom-folder"
@@ -48,8 +107,10 @@ def read_image(path: str | os.PathLike, kind: Kind = "image", *, mmap: bool = Fa
     """Read an image file, folder or zip as a validated Volume.
 
     Args:
-        path: the file (NIfTI, MetaImage, NRRD, DICOM), DICOM folder or DICOM zip.
-        kind: ``"label"`` keeps integer values and checks they are whole numbers.
+        path: the file (NIfTI, MetaImage, NRRD, DICOM), DICOM folder or DICOM zip; a zip or
+            folder may carry its series as ``path#series`` (:func:`split_series`).
+        kind: ``"label"`` checks the values are whole numbers and keeps them in an integer
+            type that holds them.
         mmap: memory-map uncompressed NIfTI instead of reading it (large volumes).
         series: for folders/zips holding several DICOM series, which one (its description,
             UID or 0-based index).
@@ -62,7 +123,12 @@ def read_image(path: str | os.PathLike, kind: Kind = "image", *, mmap: bool = Fa
         Raises :class:`MissingInputError` (exit 66) when the path does not exist and
         :class:`InvalidDataError` (exit 65) for anything unreadable or invalid.
     """
-    p = Path(path)
+    p, named = split_series(path)
+    if named is not None:
+        if series is not None and str(series) != named:
+            raise InvalidDataError(f"names series {named!r} but --series {series!r} was "
+                                   "given too", path)
+        series = named
     if not p.exists():
         raise MissingInputError("no such file or folder", p)
     fmt = image_format(p)
@@ -77,13 +143,36 @@ def read_image(path: str | os.PathLike, kind: Kind = "image", *, mmap: bool = Fa
     vol.kind = kind
     vol.meta.setdefault("source", str(p))
     vol.meta.setdefault("format", fmt)
-    return validate_volume(vol, p, min_dims=min_dims)
+    vol = validate_volume(vol, p, min_dims=min_dims)
+    if kind == "label" and vol.data.dtype.kind not in "iu":
+        # Whole-valued float (or bool) labels become integers at the door, so no later step
+        # (resampling, writing) can round a large label ID through float32.
+        data = np.asarray(vol.data)
+        lo, hi = (int(data.min()), int(data.max())) if data.size else (0, 0)
+        vol.data = data.astype(smallest_int_dtype(lo, hi))
+    return vol
+
+
+def _nifti_units(header, ndim: int) -> tuple[float, float | None, dict]:
+    """(factor to mm, frame interval in s or None, what the header said) of a NIfTI header."""
+    space, time = header.get_xyzt_units()
+    said = {"nifti_xyzt_units": [space, time]}
+    interval = None
+    if ndim >= 4:
+        step = float(f"{float(header['pixdim'][4]):.7g}")  # float32 field: 7 digits
+        said["nifti_pixdim4"] = step
+        if time in TIME_TO_S and np.isfinite(step) and step > 0:
+            interval = step * TIME_TO_S[time]
+    return SPACE_TO_MM.get(space, 1.0), interval, said
 
 
 def _read_nifti(p: Path, mmap: bool) -> Volume:
     try:
         img = nib.load(str(p), mmap=mmap)
         affine = img.affine
+        to_mm, interval, said = _nifti_units(img.header, len(img.shape))
+        if to_mm != 1.0:  # metres or microns: the whole voxel-to-world map is rescaled
+            affine = np.diag([to_mm, to_mm, to_mm, 1.0]) @ affine
         if mmap and not p.name.lower().endswith(".gz"):
             data = np.asanyarray(img.dataobj)
         else:
@@ -95,7 +184,8 @@ def _read_nifti(p: Path, mmap: bool) -> Volume:
     # NIfTI stores 3D+time as 4D and vector data in dim 5; squeeze singleton dims past 4.
     while data.ndim > 4 and data.shape[-1] == 1:
         data = data[..., 0]
-    return Volume(data, affine, meta={"format": "nifti"})
+    return Volume(data, affine, meta={"format": "nifti", **said},
+                  frame_interval_s=interval if data.ndim == 4 else None)
 
 
 def _read_sitk(p: Path) -> Volume:
@@ -117,7 +207,10 @@ def _read_sitk(p: Path) -> Volume:
     lps = np.eye(4)
     lps[:k, :k] = direction * spacing
     lps[:k, 3] = origin
-    return Volume(data, LPS_TO_RAS @ lps, meta={"format": "sitk"})
+    meta = {"format": "sitk"}
+    if dim == 4:  # MetaImage/NRRD do not say the unit of the 4th spacing: kept, not used
+        meta["time_spacing_unknown_unit"] = float(img.GetSpacing()[3])
+    return Volume(data, LPS_TO_RAS @ lps, meta=meta)
 
 
 def validate_volume(vol: Volume, path: str | os.PathLike | None = None,
@@ -158,17 +251,41 @@ def _all_whole(data: np.ndarray) -> bool:
     return all(np.array_equal(c, np.round(c)) for c in _chunks(data))
 
 
-def nifti_image(vol: Volume) -> nib.Nifti1Image:
-    """A nibabel image of the volume: labels as uint8/int16, images as float32."""
+def stored_dtype(vol: Volume) -> np.dtype:
+    """The NIfTI data type a volume is written with: every value kept exactly.
+
+    Labels take the smallest integer type holding their range (uint8, int16, uint16,
+    int32, uint32, int64); integer images keep their type (64-bit ones narrowed to what
+    holds their range); float images become float32 unless their values overflow it.
+    """
     data = vol.data
-    if vol.kind == "label":
-        lo, hi = (int(data.min()), int(data.max())) if data.size else (0, 0)
-        dtype = np.uint8 if 0 <= lo and hi < 256 else np.int16
-        data = np.asarray(data).astype(dtype, copy=False)
-    elif data.dtype not in (np.float32, np.int16, np.uint16, np.uint8):
-        data = np.asarray(data, dtype=np.float32)
-    img = nib.Nifti1Image(data, vol.affine)
-    img.header.set_xyzt_units("mm", "sec")
+    kind = data.dtype.kind
+    if vol.kind == "label" or kind == "b" or (kind in "iu" and data.dtype.itemsize == 8):
+        lo, hi = (int(np.min(data)), int(np.max(data))) if data.size else (0, 0)
+        return smallest_int_dtype(lo, hi)
+    if kind in "iu":
+        return data.dtype.newbyteorder("=")
+    if data.dtype.itemsize > 4 and data.size and \
+            float(np.max(np.abs(data))) > float(np.finfo(np.float32).max):
+        return np.dtype(np.float64)
+    return np.dtype(np.float32)
+
+
+def nifti_image(vol: Volume) -> nib.Nifti1Image:
+    """A nibabel image of the volume: values kept exactly (:func:`stored_dtype`), geometry
+    in qform and sform, and for 4D the frame interval in seconds as ``pixdim[4]`` (0 with
+    time unit 'unknown' when the volume does not know it)."""
+    dtype = stored_dtype(vol)
+    data = np.asarray(vol.data).astype(dtype, copy=False)
+    img = nib.Nifti1Image(data, vol.affine, dtype=dtype)
+    if data.ndim == 4:
+        step = vol.frame_interval_s
+        img.header.set_xyzt_units("mm", "sec" if step else "unknown")
+        zooms = list(img.header.get_zooms())
+        zooms[3] = step or 0.0
+        img.header.set_zooms(zooms)
+    else:
+        img.header.set_xyzt_units("mm", "sec")
     img.set_qform(vol.affine, code=1)
     img.set_sform(vol.affine, code=1)
     return img

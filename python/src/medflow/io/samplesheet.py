@@ -2,6 +2,11 @@
 
 Every problem (row and column) is collected and reported together, so a user fixes the
 sheet once rather than once per error.
+
+A cell may name one series of a DICOM zip or folder as ``<path>#<series>`` (a series
+description, UID or 0-based index, as ``--series`` takes), e.g.
+``sub-000/1000000_20208_2_0.zip#CINE_segmented_LAX_4Ch``; the series is checked to exist
+(from the zip's manifest when it lists it, else from the DICOM headers).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import jsonschema
 import pandas as pd
 
 from medflow.errors import InvalidDataError, MissingInputError
+from medflow.io.images import SERIES_MARK, split_series
 from medflow.io.paths import absolute
 
 KINDS = ("generic", "cardiac", "brats")
@@ -41,6 +47,20 @@ def paired_image_role(role: str, image_roles: list[str]) -> str | None:
         if low.startswith(prefix + "_") and role[len(prefix) + 1:] in image_roles:
             return role[len(prefix) + 1:]
     return None
+
+
+def _series_problem(path: Path, series: str) -> str | None:
+    """Why ``path#series`` names no series (None when it does)."""
+    from medflow.io.ukbb import has_series
+
+    try:
+        found, names = has_series(path, series)
+    except (InvalidDataError, MissingInputError) as exc:
+        return exc.format_message()
+    if found:
+        return None
+    return (f"no series {series!r} in {path.name} (it holds: "
+            f"{', '.join(names[:12]) or 'no DICOM series'})")
 
 
 def load_schema(kind: str) -> dict:
@@ -119,10 +139,15 @@ def load_samplesheet(path: str | os.PathLike, kind: str | None = None,
         for col, value in record.items():
             if col == "subject":
                 continue
-            full = absolute(value, base)
-            df.at[i, col] = str(full)
+            name, series = split_series(value, base)
+            full = absolute(name, base)
+            df.at[i, col] = str(full) + (f"{SERIES_MARK}{series}" if series else "")
             if check_files and not full.exists():
-                missing.append(f"row {rowno}, column '{col}': file not found: {value}")
+                missing.append(f"row {rowno}, column '{col}': file not found: {name}")
+            elif check_files and series is not None:
+                problem = _series_problem(full, series)
+                if problem:
+                    problems.append(f"row {rowno}, column '{col}': {problem}")
     for col in df.columns:
         df[col] = df[col].map(lambda v: v if isinstance(v, str) and v.strip() else None)
     if problems or missing:

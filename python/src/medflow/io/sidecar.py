@@ -16,8 +16,13 @@ from medflow.io.paths import absolute
 
 
 def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file, or of every file in a folder (sorted by relative path)."""
+    """SHA-256 of a file, or of every file in a folder (sorted by relative path); for a
+    ``zip#series`` cell, of the zip."""
     p = Path(path)
+    if not p.exists():
+        from medflow.io.images import source_file
+
+        p = source_file(path)
     h = hashlib.sha256()
     files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
     for f in files:

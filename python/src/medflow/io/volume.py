@@ -1,7 +1,9 @@
 """One in-memory volume type: voxels plus a 4x4 RAS affine, and whether they are labels.
 
 Spacing, origin and direction are derived from the affine, never stored twice (TorchIO's
-Image pattern). Arrays are indexed (i, j, k[, t]) like nibabel; time is last.
+Image pattern). Arrays are indexed (i, j, k[, t]) like nibabel; time is last. The time
+between frames is not geometry and has no place in a 4x4 affine: it travels beside it as
+``frame_interval_s`` (NIfTI ``pixdim[4]`` with ``xyzt_units``; DICOM TriggerTime steps).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class Volume:
         affine: 4x4 voxel-to-world matrix in RAS+ millimetres (the NIfTI convention).
         kind: ``"image"`` (interpolated linearly) or ``"label"`` (nearest neighbour only).
         meta: free-form provenance (series description, source format, ...) for sidecars.
+        frame_interval_s: seconds between frames of a 4D volume (a cine's trigger-time
+            step, an fMRI TR); None when the source does not say.
 
     Example:
         >>> v = Volume(np.zeros((4, 5, 6)), np.diag([2.0, 2.0, 3.0, 1.0]))
@@ -37,6 +41,7 @@ class Volume:
     affine: np.ndarray
     kind: Kind = "image"
     meta: dict = field(default_factory=dict)
+    frame_interval_s: float | None = None
 
     def __post_init__(self) -> None:
         self.affine = np.asarray(self.affine, dtype=np.float64)
@@ -44,6 +49,12 @@ class Volume:
             raise ValueError(f"affine must be 4x4, got {self.affine.shape}")
         if self.kind not in ("image", "label"):
             raise ValueError(f"kind must be 'image' or 'label', got {self.kind!r}")
+        if self.frame_interval_s is not None:
+            step = float(self.frame_interval_s)
+            if not (np.isfinite(step) and step > 0):
+                raise ValueError(f"frame interval must be a positive number of seconds, "
+                                 f"got {self.frame_interval_s!r}")
+            self.frame_interval_s = step
 
     @property
     def shape3(self) -> tuple[int, int, int]:
@@ -69,14 +80,18 @@ class Volume:
 
     def with_data(self, data: np.ndarray, affine: np.ndarray | None = None,
                   kind: Kind | None = None) -> "Volume":
-        """A new Volume sharing meta, with new voxels (and optionally a new affine/kind)."""
+        """A new Volume sharing meta and frame interval, with new voxels (and optionally a
+        new affine/kind)."""
         return Volume(data, self.affine if affine is None else affine,
-                      kind or self.kind, dict(self.meta))
+                      kind or self.kind, dict(self.meta), self.frame_interval_s)
 
     def geometry(self) -> dict:
         """Geometry as plain lists for JSON sidecars."""
-        return {"shape": [int(s) for s in self.data.shape], "spacing_mm": list(self.spacing),
-                "origin_ras_mm": self.origin.tolist(), "affine": self.affine.tolist()}
+        out = {"shape": [int(s) for s in self.data.shape], "spacing_mm": list(self.spacing),
+               "origin_ras_mm": self.origin.tolist(), "affine": self.affine.tolist()}
+        if self.data.ndim == 4:
+            out["frame_interval_s"] = self.frame_interval_s
+        return out
 
 
 def make_affine(spacing, direction=None, origin=None) -> np.ndarray:

@@ -6,8 +6,13 @@ with per-slice breath-hold shifts, 2- and 4-chamber long-axis cines, their label
 1.25 mm ground truth at ED and ES, and ``truth.json`` with the analytic volumes.
 
 Random streams (all from the subject seed): ``[seed, 0]`` anatomy and motion, ``[seed, 1]``
-surroundings and slice shifts, ``[seed, 2]`` appearance, ``[seed, 3]`` noise. Changing the
-contrast therefore changes the images only, never the labels.
+surroundings and slice shifts, ``[seed, 2]`` appearance, ``[seed, 3]`` noise, ``[seed, 12]``
+the heart rate. Changing the contrast therefore changes the images only, never the labels.
+
+Time: each subject has a heart rate (55-80 bpm); the frames span one cardiac cycle, so the
+frame interval is ``60 / (hr_bpm * frames)`` s, written as ``pixdim[4]`` (seconds) of every
+cine NIfTI and as the TriggerTime step of the DICOM. ``image_format="ukbb"`` writes the
+cines as UK Biobank zips instead (:mod:`medflow.phantom.ukbb`), voxel-equal to the NIfTI.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from medflow.phantom.appearance import (CONTRASTS, Appearance, bias_field, check
                                        draw_appearance, render, tissue_intensity)
 from medflow.phantom.heart import MYOCARDIUM_DENSITY, HeartModel, tissue_to_label
 from medflow.phantom.thorax import Thorax, thorax_classes
+from medflow.phantom.ukbb import HEART_RATE_BPM, draw_heart_rate, ukbb_roles, write_ukbb_cines
 
 __all__ = ["CONTRASTS", "ROLES", "cine_series", "simulate_tissue", "subject_truth",
            "write_cardiac_subject"]
@@ -123,7 +129,8 @@ def subject_truth(heart: HeartModel, frames: int) -> dict:
 
 
 def write_cardiac_subject(folder: Path, subject: str, seed: int, frames: int = 20,
-                          contrast: str = "ssfp") -> dict[str, str]:
+                          contrast: str = "ssfp", image_format: str = "nifti",
+                          eid: int | None = None) -> dict[str, str]:
     """Write one synthetic cine subject (images, labels, 3D ground truth, truth.json).
 
     Args:
@@ -132,9 +139,16 @@ def write_cardiac_subject(folder: Path, subject: str, seed: int, frames: int = 2
         seed: subject seed; the same seed (and arguments) gives the same bytes.
         frames: cine frames per cardiac cycle (>= 2); frame 0 is ED, ES lies on a frame.
         contrast: image appearance, one of :data:`CONTRASTS` (labels do not depend on it).
+        image_format: ``"nifti"`` (``sa.nii.gz`` ...) or ``"ukbb"``: the cines as UK
+            Biobank zips ``<eid>_20209_2_0.zip`` (short axis, one series per slice) and
+            ``<eid>_20208_2_0.zip`` (2- and 4-chamber; the phantom has no 3-chamber view),
+            with the same voxels and geometry; labels and truth stay NIfTI/JSON.
+        eid: the UK Biobank-style participant number in zip names and PatientID
+            (``"ukbb"`` only; default 1000000).
 
     Returns:
-        Role -> file name inside ``folder`` (see :data:`ROLES`).
+        Role -> file name inside ``folder`` (see :data:`ROLES`); for ``"ukbb"`` the image
+        roles name a series inside a zip (``<zip>#<series>``).
 
     Note:
         Images are int16 magnitudes (brightest tissue ~1000), labels uint8 (0 background,
@@ -146,6 +160,8 @@ def write_cardiac_subject(folder: Path, subject: str, seed: int, frames: int = 2
     check_contrast(contrast)
     if frames < 2:
         raise ValueError(f"frames must be at least 2, got {frames}")
+    if image_format not in ("nifti", "ukbb"):
+        raise ValueError(f"image_format must be 'nifti' or 'ukbb', got {image_format!r}")
     folder = Path(folder)
     heart = HeartModel.from_seed(seed, frames)
     scene_rng = np.random.default_rng([seed, 1])
@@ -154,6 +170,7 @@ def write_cardiac_subject(folder: Path, subject: str, seed: int, frames: int = 2
     noise_rng = np.random.default_rng([seed, 3])
     times = frame_times(frames)
     truth = subject_truth(heart, frames)
+    hr_bpm, interval = draw_heart_rate(np.random.default_rng([seed, 12]), frames)
 
     volumes: dict[str, Volume] = {}
     sa_affine, sa_shape = cp.sa_geometry(heart)
@@ -165,8 +182,8 @@ def write_cardiac_subject(folder: Path, subject: str, seed: int, frames: int = 2
     for role, affine, shape, thickness, shift in series:
         image, labels = cine_series(heart, body, look, affine, shape, times, thickness,
                                     noise_rng, shift)
-        volumes[role] = Volume(image, affine)
-        volumes[f"seg_{role}"] = Volume(labels, affine, kind="label")
+        volumes[role] = Volume(image, affine, frame_interval_s=interval)
+        volumes[f"seg_{role}"] = Volume(labels, affine, kind="label", frame_interval_s=interval)
 
     gt_affine, gt_shape = cp.gt_geometry(heart)
     gt_points = cp.grid_points(gt_affine, gt_shape).reshape(-1, 3)
@@ -186,9 +203,19 @@ def write_cardiac_subject(folder: Path, subject: str, seed: int, frames: int = 2
         "labels": LABEL_NAMES,
         "heart_to_world": heart.heart_to_world.tolist(),
         "model": heart.to_dict(), "thorax": asdict(body), "appearance": asdict(look),
+        "hr_bpm": hr_bpm, "hr_range_bpm": list(HEART_RATE_BPM), "rr_interval_s": 60.0 / hr_bpm,
+        "frame_interval_s": interval,
+        "lv_cardiac_output_l_min": (truth["lvedv_ml"] - truth["lvesv_ml"]) * hr_bpm / 1000.0,
     })
+    roles = dict(ROLES)
     with atomic_outputs() as out:
+        if image_format == "ukbb":
+            eid = 1000000 if eid is None else int(eid)
+            roles.update(ukbb_roles(eid))
+            truth.update(eid=eid, image_format="ukbb")
+            write_ukbb_cines(out, folder, eid, seed, volumes)
         for role, vol in volumes.items():
-            write_nifti(vol, out.path(folder / ROLES[role]))
+            if image_format == "nifti" or role not in ("sa", "la_2ch", "la_4ch"):
+                write_nifti(vol, out.path(folder / ROLES[role]))
         write_json(truth, out.path(folder / ROLES["truth"]))
-    return dict(ROLES)
+    return roles

@@ -23,6 +23,10 @@ WRITERS = {
     "microct": "medflow.phantom.microct:write_microct_subject",
 }
 DEFAULT_SUBJECTS = {"cardiac": 20, "brats": 10, "microct": 1}
+#: cardiac: cine frames per cycle by --format (UK Biobank acquires 50).
+DEFAULT_FRAMES = {"nifti": 20, "ukbb": 50}
+#: --format ukbb: synthetic UK Biobank participant numbers start here (eid = base + index).
+FIRST_EID = 1000000
 
 
 def subject_seed(seed: int, index: int) -> int:
@@ -49,8 +53,13 @@ def _write_one(kind: str, out: Path, subject: str, seed: int, options: dict) -> 
               help="Number of subjects [default: cardiac 20, brats 10, microct 1].")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Cohort seed; the same seed gives the same bytes.")
-@click.option("--frames", type=click.IntRange(min=2), default=20, show_default=True,
-              help="cardiac: cine frames per cycle.")
+@click.option("--frames", type=click.IntRange(min=2), default=None,
+              help="cardiac: cine frames per cycle [default: 20; 50 with --format ukbb].")
+@click.option("--format", "image_format", type=click.Choice(["nifti", "ukbb"]),
+              default="nifti", show_default=True,
+              help="cardiac: 'ukbb' writes the cines as UK Biobank zips per subject "
+                   "(<eid>_20209_2_0.zip short axis, <eid>_20208_2_0.zip long axis, DICOM "
+                   "with manifest.csv); labels, ground truth and truth.json as usual.")
 @click.option("--contrast", type=click.Choice(CONTRASTS), default=None,
               help="cardiac: image appearance; 'gre' gives a domain shift [default: ssfp].")
 @click.option("--shape", default=None,
@@ -59,23 +68,27 @@ def _write_one(kind: str, out: Path, subject: str, seed: int, options: dict) -> 
               help="brats: also write predictions with controlled errors and uncertainty maps.")
 @jobs_option
 @verbosity_options
-def demo_cohort(out: Path, kind: str, subjects: int | None, seed: int, frames: int,
-                contrast: str | None, shape: str | None, with_predictions: bool,
-                jobs: int) -> None:
+def demo_cohort(out: Path, kind: str, subjects: int | None, seed: int, frames: int | None,
+                image_format: str, contrast: str | None, shape: str | None,
+                with_predictions: bool, jobs: int) -> None:
     """Write a synthetic cohort with known ground truth, and its samplesheet.csv.
 
     \b
     Example:
       medflow demo-cohort --kind cardiac --subjects 20 --seed 0 --out demo/cardiac
+      medflow demo-cohort --kind cardiac --format ukbb --subjects 4 --out demo/ukbb
       medflow demo-cohort --kind brats --subjects 5 --out demo/brats
       medflow demo-cohort --kind microct --shape 640,640,640 --out demo/microct
     """
     n = subjects or DEFAULT_SUBJECTS[kind]
     options: dict = {}
     if kind == "cardiac":
-        options = {"frames": frames, "contrast": contrast or "ssfp"}
+        options = {"frames": frames or DEFAULT_FRAMES[image_format],
+                   "contrast": contrast or "ssfp", "image_format": image_format}
     elif contrast:
         raise click.BadParameter("only the cardiac cohort has contrasts", param_hint="--contrast")
+    if kind != "cardiac" and image_format != "nifti":
+        raise click.BadParameter("only for --kind cardiac", param_hint="--format")
     if shape:
         if kind == "cardiac":
             raise click.BadParameter("the cardiac geometry is fixed by its protocol",
@@ -92,6 +105,9 @@ def demo_cohort(out: Path, kind: str, subjects: int | None, seed: int, frames: i
     names = [f"sub-{i:03d}" for i in range(n)]
     seeds = [subject_seed(seed, i) for i in range(n)]
     args = [(kind, out, s, sd, options) for s, sd in zip(names, seeds)]
+    if options.get("image_format") == "ukbb":  # each subject its own participant number
+        args = [(k, o, s, sd, {**opts, "eid": FIRST_EID + i})
+                for i, (k, o, s, sd, opts) in enumerate(args)]
     if jobs > 1 and n > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             rows = list(pool.map(_write_one, *zip(*args)))

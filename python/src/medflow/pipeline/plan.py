@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from medflow.errors import InvalidDataError
-from medflow.io.images import image_format
+from medflow.io.images import image_format, source_file
 from medflow.io.samplesheet import is_label_role
 from medflow.pipeline.stages import COHORT, Stage, get_stage
 
@@ -98,7 +98,7 @@ def preprocess_task(ctx: Context, row: dict) -> Task:
         out = _file(ctx, stage, "image", subject, role)
         commands.append([*stage.command, "--input", str(src), "--output", str(out),
                          "--role", kind, *shlex.split(stage.args[kind])])
-        inputs.append(src)
+        inputs.append(source_file(src))  # a zip#series cell: the zip is what changes
         outputs += [out, _file(ctx, stage, "sidecar", subject, role)]
     return Task(stage.name, subject, commands, inputs, outputs)
 
@@ -113,7 +113,8 @@ def segment_task(ctx: Context, row: dict) -> Task:
         command += ["--input", str(image)]
     command += ["--output", str(seg), "--uncertainty", str(unc),
                 *shlex.split(stage.args["image"]), *_model_options(ctx)]
-    return Task(stage.name, subject, [command], images + _model_files(ctx),
+    return Task(stage.name, subject, [command], [source_file(i) for i in images] +
+                _model_files(ctx),
                 [seg, unc, _file(ctx, stage, "sidecar", subject, role)])
 
 
@@ -158,7 +159,7 @@ def uncertainty_task(ctx: Context, subjects: list[str]) -> Task:
 
 
 def _sheet_files(sheet: pd.DataFrame) -> list[Path]:
-    files = {Path(v) for c in sheet.columns if c != "subject" for v in sheet[c]}
+    files = {source_file(v) for c in sheet.columns if c != "subject" for v in sheet[c]}
     return sorted(files)
 
 

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from medflow.errors import MAX_BYTES_ANY_MACHINE, size_text
 from medflow.io.volume import Volume
 from medflow.preprocess.crop import crop_or_pad, crop_to_mask
 from medflow.preprocess.intensity import METHODS, normalise
@@ -77,6 +78,16 @@ class PreprocessConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def _check_size(shape3, vol: Volume, option: str) -> None:
+    """A grid no machine can hold is bad input (65), not an out-of-memory retry (75)."""
+    voxels = int(np.prod([int(n) for n in shape3], dtype=object)) * vol.n_frames
+    nbytes = voxels * max(4, vol.data.dtype.itemsize)
+    if nbytes > MAX_BYTES_ANY_MACHINE:
+        raise PreprocessError(f"the output grid {list(shape3)} x {vol.n_frames} frame(s) "
+                              f"would take {size_text(nbytes)}, more than any machine holds; "
+                              f"check {option}")
 
 
 def _geometry(vol: Volume) -> dict:
@@ -157,6 +168,7 @@ def preprocess(vol: Volume, config: PreprocessConfig,
                      target="reference grid", interpolation=method)
     elif spacing is not None:
         shape3, affine = output_grid(vol.shape3, vol.affine, spacing)
+        _check_size(shape3, vol, "--spacing")
         vol = record("resample", vol, resample_to_grid(vol, shape3, affine, method), t0,
                      spacing_mm=list(spacing), interpolation=method,
                      convention="field of view kept: n' = round(n s / s'), outer corner fixed")
@@ -172,6 +184,7 @@ def preprocess(vol: Volume, config: PreprocessConfig,
         vol = record("crop", vol, cropped, t0, mask=True, margin_mm=config.margin_mm)
     elif crop_to is not None:
         size = [None if c is None else int(c) for c in crop_to]
+        _check_size([n if c is None else c for n, c in zip(vol.shape3, size)], vol, "--crop-to")
         vol = record("crop", vol, crop_or_pad(vol, size), t0, size=size, fill=0)
     else:
         record.skip("crop", "no crop size or mask given")

@@ -39,6 +39,15 @@ def load_reference(path: str | os.PathLike, series: str | None = None) -> Refere
     return Reference(Path(path), vol.shape3, vol.affine)
 
 
+def source_record(vol: Volume) -> dict:
+    """What the reader found, for the sidecar: format, series, frame times (DICOM trigger
+    times per slice), the frame interval, dropped copies, replaced series, skipped files."""
+    keep = (str, int, float, bool, list, dict, type(None))
+    out = {k: v for k, v in vol.meta.items() if isinstance(v, keep)}
+    out["frame_interval_s"] = vol.frame_interval_s
+    return out
+
+
 def output_name(outdir: Path, subject: str, role: str) -> Path:
     return Path(outdir) / subject / f"{subject}_{role}_preproc.nii.gz"
 
@@ -85,7 +94,7 @@ def process_into(out: OutputSet, src: Path, dst: Path, config: PreprocessConfig,
     inputs = {"input": src, "reference": reference and reference.path, "crop_mask": mask_path}
     sidecar = make_sidecar(TOOL, {**parameters, "role": kind}, inputs, timer, steps=steps,
                            input_geometry=vol.geometry(), output_geometry=result.geometry(),
-                           meta={k: v for k, v in vol.meta.items() if isinstance(v, str)})
+                           meta=source_record(vol))
     write_json(sidecar, out.path(sidecar_path(dst)))
     return {"shape": [int(s) for s in result.data.shape],
             **{f"spacing_{a}_mm": float(s) for a, s in zip("xyz", result.spacing)},

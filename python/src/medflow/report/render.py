@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from medflow.io.atomic import atomic_path
+from medflow.io.images import source_file
 from medflow.io.tables import read_table
 from medflow.pipeline.stages import get_stage
 
@@ -84,7 +85,7 @@ def _segment_section(results: Path, report: Path, cohort: pd.DataFrame) -> list[
         seg = results / "segment" / sub / f"{sub}_{role}_seg.nii.gz"
         image = _segmented_image(seg) or (
             results / "preprocess" / sub / image_name.format(subject=sub, role=role))
-        if seg.exists() and image.exists():
+        if seg.exists() and source_file(image).exists():  # (a zip#series cell: the zip)
             frame = int(row["ed_frame"]) if pd.notna(row.get("ed_frame")) else 0
             png = figures.overlay(image, seg, seg.with_name(f"{sub}_{role}_unc.nii.gz"), frame,
                                   report / f"overlay_{sub}.png", f"{sub} {role}")
@@ -99,7 +100,7 @@ def _segmented_image(seg: Path) -> Path | None:
                     ["inputs"]["input_0"]["path"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return path if path.exists() else None
+    return path if source_file(path).exists() else None
 
 
 def _uncertainty_section(results: Path, report: Path) -> list[str]:

@@ -24,6 +24,54 @@ from medflow.segment.infer import ArraySource, stream_predict
 from medflow.segment.uncertainty import labels_from_probs, uncertainty_maps
 
 IDENTITY_STATS = (-np.inf, np.inf, 0.0, 1.0)
+#: An axis is the slice (through-plane) axis when its spacing is this much above the others.
+SLICE_AXIS_RATIO = 1.5
+
+
+def slice_axis(spacing) -> int | None:
+    """The one voxel axis whose spacing exceeds SLICE_AXIS_RATIO x both others, or None."""
+    sp = [float(s) for s in spacing]
+    axes = [a for a in range(3) if all(sp[a] > SLICE_AXIS_RATIO * sp[b] for b in range(3)
+                                       if b != a)]
+    return axes[0] if len(axes) == 1 else None
+
+
+def model_axis_order(spacing, model_spacing) -> tuple[int, int, int] | None:
+    """How to reorder an image's stored axes to the model's axis convention.
+
+    The model card's ``config.spacing`` records the convention the model was trained in:
+    its largest spacing marks the slice axis (a short-axis cine: (1.8, 1.8, 10) puts the
+    10 mm slices third). An image stored with its slice axis elsewhere (reorientation of
+    an oblique stack can put it first or second) is seen through ``np.transpose(data,
+    order)``, so in-plane and slice axes are never mixed; the in-plane axes keep their
+    stored order.
+
+    Returns:
+        ``order`` for ``np.transpose`` (output axis i = stored axis ``order[i]``), or None
+        when nothing needs to move (same slice axis, or no clear slice axis).
+
+    Example:
+        >>> model_axis_order((1.8, 10.0, 1.8), (1.8, 1.8, 10.0))
+        (0, 2, 1)
+    """
+    have, want = slice_axis(spacing), slice_axis(model_spacing)
+    if have is None or want is None or have == want:
+        return None
+    order = [a for a in range(3) if a != have]
+    order.insert(want, have)
+    return tuple(order)
+
+
+def _reordered(vol: Volume, order) -> Volume:
+    data = np.transpose(vol.data, (*order, *range(3, vol.data.ndim)))
+    affine = vol.affine.copy()
+    affine[:3, :3] = vol.affine[:3, list(order)]
+    return Volume(data, affine, vol.kind, dict(vol.meta), vol.frame_interval_s)
+
+
+def _view(arr, order):
+    """``arr`` (X, Y, Z, ...) seen in the model's axis order; writes go through."""
+    return None if arr is None else np.transpose(arr, (*order, *range(3, arr.ndim)))
 
 
 class NiftiSink:
@@ -93,6 +141,11 @@ def segment(model: Cascade, channels: list[Volume], label_out, prob_out=None, un
     """
     cfg = model.cfg
     check_input(model, channels)
+    order = model_axis_order(channels[0].spacing, cfg.spacing)
+    if order is not None:  # the network sees the model's axis convention; outputs go back
+        channels = [_reordered(c, order) for c in channels]
+        label_out, prob_out = _view(label_out, order), _view(prob_out, order)
+        unc_out = {k: _view(a, order) for k, a in (unc_out or {}).items()}
     model.eval()
     if mc > 1:
         for m in model.modules():
@@ -143,5 +196,6 @@ def segment(model: Cascade, channels: list[Volume], label_out, prob_out=None, un
         back = resize(torch.cat([probs, dis[None]])[None], first.shape3)[0]
         write(0, first.shape3[2], back[:-1] / back[:-1].sum(0, keepdim=True), back[-1])
     return {"frames": first.n_frames, "resampled_to_model_spacing": bool(resample),
+            "axes_reordered_for_model": list(order) if order is not None else None,
             "model_spacing_mm": list(cfg.spacing), "tta": tta, "mc_samples": mc,
             "uncertainty": uncertainty}

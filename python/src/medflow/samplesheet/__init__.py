@@ -1,0 +1,1 @@
+"""`medflow samplesheet`: write a samplesheet for raw downloads (UK Biobank zips)."""
