@@ -42,11 +42,14 @@ $(GROOVY_PARSE): tests/nextflow/GroovyParse.java $(GROOVY_JAR)
 test: $(STAMP) tools
 	$(PY) -m pytest -n 2 -q tests
 
-# Synthetic cardiac cohort -> small model trained on it -> pipeline -> report. --resume:
-# a second `make demo` redoes only what changed.
+# Synthetic cardiac cohort, written as UK Biobank delivers it (per subject the zips
+# <eid>_20209_2_0.zip and <eid>_20208_2_0.zip; the samplesheet names series inside them,
+# <zip>#<series>, beside the labels and truth.json) -> small model trained on it -> pipeline
+# from the zips -> report. --resume: a second `make demo` redoes only what changed.
 DEMO_COLUMNS := subject lv_ed_ml lv_es_ml lv_ef_pct myo_mass_g rv_ed_ml lv_dice uncertainty_score
 demo: $(STAMP)
-	$(MEDFLOW) demo-cohort --kind cardiac --subjects 8 --frames 10 --seed 0 --out "$(DEMO)/cohort" --jobs 2
+	$(MEDFLOW) demo-cohort --kind cardiac --format ukbb --subjects 8 --frames 10 --seed 0 \
+	    --out "$(DEMO)/cohort" --jobs 2
 	$(MEDFLOW) pipeline --input "$(DEMO)/cohort/samplesheet.csv" --outdir "$(DEMO)/results" \
 	    --train --jobs 2 --seed 0 --resume
 	@$(PY) -c 'import pandas as pd; t = pd.read_parquet("$(DEMO)/results/cohort.parquet"); \

@@ -39,6 +39,8 @@ def test_ukbb_download_to_pipeline_results(runner, cohort, tiny_model, tmp_path)
         np.testing.assert_allclose(image.affine @ [0, 0, 5, 1], nifti.affine @ [0, 0, 0, 1],
                                    atol=1e-4)
         assert seg.data.shape == image.data.shape and np.allclose(seg.affine, image.affine)
+        if i:
+            continue
         # what the pipeline ran is the tool on the zip cell, by hand
         res = runner.invoke(cli, ["segment-cascaded", "predict", "--model", str(tiny_model),
                                   "--input", str(sheet.parent / cell), "--output",

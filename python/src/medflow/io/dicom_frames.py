@@ -7,15 +7,8 @@ header (pixels are not decoded): ImagePositionPatient/ImageOrientationPatient/Pi
 SOPInstanceUID, and what *kind* of image it is (ImageType, echo, phase-encoding polarity),
 so that a series holding magnitude and phase, or two echoes, is never stacked as time.
 
-Vendor layouts that change where pixels lie are handled here as well:
-
-- Siemens mosaic (ImageType holds ``MOSAIC``): one file holds ``n`` slices as tiles of a
-  square grid; each tile becomes a frame placed along the CSA ``SliceNormalVector``
-  (positions as nibabel's ``MosaicWrapper`` and dcm2niix derive them). A mosaic without
-  the number of tiles or the slice normal is refused.
-- GE ``epi_pepolar`` (private (0019,109C) pulse sequence, (0019,10B3) user data 12): the
-  reversed-polarity volumes are stored with their rows flipped (dcm2niix issue 532,
-  heudiconv issue 479); those frames are flipped back and kept apart from the forward ones.
+Vendor layouts that change where pixels lie (Siemens mosaics, GE pepolar) are read by
+:mod:`.dicom_vendor`.
 """
 
 from __future__ import annotations
@@ -31,12 +24,10 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from medflow.errors import InvalidDataError
+from medflow.io.dicom_vendor import mosaic_geometry, mosaic_tiles, pepolar_flip
 
 _PIXEL_TAG = b"\xe0\x7f\x10\x00"
 _NATIVE = {ImplicitVRLittleEndian: 8, ExplicitVRLittleEndian: 12}  # header bytes before value
-GE_PULSE_SEQUENCE = (0x0019, 0x109C)
-GE_USER_DATA_12 = (0x0019, 0x10B3)
-SIEMENS_MOSAIC_COUNT = (0x0019, 0x100A)
 
 
 @dataclass
@@ -122,33 +113,6 @@ def _lookup(ds: Dataset, groups: list[Dataset], sequence: str, keyword: str):
     return ds.get(keyword)
 
 
-def _private(ds: Dataset, tag) -> str:
-    element = ds.get(tag)
-    value = getattr(element, "value", None)
-    if isinstance(value, bytes):
-        value = value.decode("latin-1", "replace")
-    return str(value or "").strip("\0 ")
-
-
-def pepolar_flip(ds: Dataset) -> bool | None:
-    """Whether a GE ``epi_pepolar`` frame is stored with rows flipped; None when not pepolar.
-
-    User data 12 (0019,10B3): 1 every volume reversed; 2 reversed then forward (odd
-    temporal positions reversed); 3 forward then reversed (even positions reversed).
-    """
-    if not str(ds.get("Manufacturer", "")).upper().startswith("GE"):
-        return None
-    if "epi_pepolar" not in _private(ds, GE_PULSE_SEQUENCE).lower():
-        return None
-    try:
-        mode = int(round(float(_private(ds, GE_USER_DATA_12) or 0)))
-    except ValueError:
-        mode = 0
-    volume = _int(ds.get("TemporalPositionIdentifier")) or 0
-    return (mode == 1 or (mode == 2 and volume > 0 and volume % 2 == 1)
-            or (mode == 3 and volume > 0 and volume % 2 == 0))
-
-
 def _kind(ds: Dataset, get) -> tuple:
     """What kind of image a frame is: frames of different kinds are different images."""
     image_type = get("MRImageFrameTypeSequence", "FrameType") or ds.get("ImageType") or ()
@@ -161,34 +125,6 @@ def _kind(ds: Dataset, get) -> tuple:
     if echo is None:
         echo = _num(get("MREchoSequence", "EffectiveEchoTime")) or _num(ds.get("EchoTime"))
     return (image_type, component, echo)
-
-
-def _mosaic(ds: Dataset, shown: str) -> tuple[int, np.ndarray]:
-    """(number of tiles, CSA slice normal in LPS) of a Siemens mosaic, or refuse."""
-    import warnings
-
-    with warnings.catch_warnings():  # nibabel.nicom warns that its *readers* are experimental
-        warnings.simplefilter("ignore")
-        from nibabel.nicom import csareader
-
-    try:
-        csa = csareader.get_csa_header(ds, "image")
-    except Exception:  # noqa: BLE001 - a damaged private header is just "missing"
-        csa = None
-    count = _int(_private(ds, SIEMENS_MOSAIC_COUNT) or None) if SIEMENS_MOSAIC_COUNT in ds \
-        else None
-    normal = None
-    if csa is not None:
-        try:
-            count = count or csareader.get_n_mosaic(csa)
-            normal = csareader.get_slice_normal(csa)
-        except (KeyError, ValueError, TypeError):
-            pass
-    if not count or normal is None:
-        raise InvalidDataError("Siemens mosaic without the number of tiles or the CSA slice "
-                               "normal: its slices cannot be placed (convert it with dcm2niix)",
-                               shown)
-    return int(count), np.asarray(normal, dtype=np.float64)
 
 
 def frames_of(ds: Dataset, f: Path, shown: Callable[[Path], str],
@@ -204,7 +140,7 @@ def frames_of(ds: Dataset, f: Path, shown: Callable[[Path], str],
             raise InvalidDataError(f"multi-frame DICOM ({n} frames) without per-frame "
                                    "functional groups is not supported", shown(f))
         image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
-        mosaic = _mosaic(ds, shown(f)) if "MOSAIC" in image_type else None
+        mosaic = mosaic_geometry(ds, shown(f)) if "MOSAIC" in image_type else None
         flip = bool(pepolar_flip(ds))
         sop = str(ds.get("SOPInstanceUID", "") or "")
         instance = _int(ds.get("InstanceNumber")) or 0
@@ -250,23 +186,8 @@ def frames_of(ds: Dataset, f: Path, shown: Callable[[Path], str],
             if mosaic is None:
                 frames.append(Frame(ipp=ipp, shape=(rows, cols), sop=f"{sop}#{i}", **base))
             else:
-                frames += _tiles(base, ipp, rows, cols, thick, *mosaic, sop)
+                frames += [Frame(**tile, **base) for tile in
+                           mosaic_tiles(base, ipp, rows, cols, thick, *mosaic, sop)]
         return frames
     except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
         raise InvalidDataError(f"malformed DICOM geometry ({exc})", shown(f)) from None
-
-
-def _tiles(base: dict, ipp: np.ndarray, rows: int, cols: int, thickness: float | None,
-           count: int, normal: np.ndarray, sop: str) -> list[Frame]:
-    """The tiles of one mosaic as frames; the mosaic's IPP is that of the whole grid."""
-    grid = int(np.ceil(np.sqrt(count)))
-    if rows % grid or cols % grid:
-        raise ValueError(f"mosaic of {rows} x {cols} pixels cannot hold a {grid} x {grid} grid")
-    r, c = rows // grid, cols // grid
-    rowdir, coldir = base["iop"][:3], base["iop"][3:]
-    dr, dc = base["pixel_spacing"]
-    # Siemens writes the position of the whole grid as if it were one large slice.
-    first = ipp + rowdir * dc * (cols - c) / 2 + coldir * dr * (rows - r) / 2
-    step = (thickness or 1.0) * normal / np.linalg.norm(normal)
-    return [Frame(ipp=first + k * step, shape=(r, c), sop=f"{sop}#tile{k}",
-                  tile=((k // grid) * r, (k % grid) * c), **base) for k in range(count)]

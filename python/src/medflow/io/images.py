@@ -13,7 +13,7 @@ kept as ``Volume.frame_interval_s`` and written back in seconds, and label value
 integer type that holds them (uint8 ... int64), with or without resampling.
 
 A path may name one series of a DICOM zip or folder: ``x.zip#CINE_segmented_LAX_4Ch`` (see
-:func:`split_series`; samplesheet cells use the same syntax).
+:func:`medflow.io.paths.split_series`; samplesheet cells use the same syntax).
 """
 
 from __future__ import annotations
@@ -27,51 +27,15 @@ import nibabel as nib
 import numpy as np
 
 from medflow.errors import InvalidDataError, MissingInputError
+from medflow.io.paths import SERIES_MARK, source_file, split_series  # noqa: F401 (re-export)
 from medflow.io.volume import Kind, Volume, geometry_problem
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
-#: Separates a DICOM zip or folder from the series chosen inside it.
-SERIES_MARK = "#"
 #: NIfTI xyzt_units -> factor to millimetres / to seconds (nibabel's unit names).
 SPACE_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}
 TIME_TO_S = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
 _INT_TYPES = (np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64)
-
-
-def split_series(path: str | os.PathLike, base: str | os.PathLike | None = None
-                 ) -> tuple[Path, str | None]:
-    """``"x.zip#SERIES"`` -> ``(Path("x.zip"), "SERIES")``; other paths -> ``(path, None)``.
-
-    Args:
-        path: a file or folder, optionally followed by ``#`` and a series (description, UID
-            or 0-based index, as ``--series`` takes) when it is a DICOM zip or folder.
-        base: the folder a relative path is relative to (a samplesheet's folder).
-
-    Returns:
-        The file or folder and the series (None when the path names none).
-
-    Note:
-        Only the last ``#`` counts, and only when what precedes it is a ``.zip`` or an
-        existing folder, so a file whose name happens to hold ``#`` is still found.
-
-    Example:
-        >>> split_series("sub-0/1000000_20208_2_0.zip#CINE_segmented_LAX_4Ch")
-        (PosixPath('sub-0/1000000_20208_2_0.zip'), 'CINE_segmented_LAX_4Ch')
-    """
-    from medflow.io.paths import absolute
-
-    text = os.fspath(path)
-    head, mark, series = text.rpartition(SERIES_MARK)
-    if mark and series and head and not absolute(text, base).exists() and (
-            head.lower().endswith(".zip") or absolute(head, base).is_dir()):
-        return Path(head), series
-    return Path(text), None
-
-
-def source_file(path: str | os.PathLike) -> Path:
-    """The file or folder a path or samplesheet cell reads (``x.zip#S`` -> ``x.zip``)."""
-    return split_series(path)[0]
 
 
 def smallest_int_dtype(lo: int, hi: int) -> np.dtype:

@@ -1,4 +1,4 @@
-"""Where a path becomes absolute, once for every writer.
+"""Where a path becomes absolute, once for every writer; what a path or cell names.
 
 A path written into a file (a derived samplesheet, a sidecar, a task record, the trace,
 ``params.json``) is read later from another working directory, or against another file's
@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+#: Separates a DICOM zip or folder from the series chosen inside it (``x.zip#SERIES``).
+SERIES_MARK = "#"
 
 
 def absolute(path: str | os.PathLike, base: str | os.PathLike | None = None) -> Path:
@@ -53,3 +56,36 @@ def inside(folder: str | os.PathLike, *parts: str) -> Path:
                 or os.path.isabs(part)):
             raise ValueError(f"{part!r} is not a single file or folder name")
     return Path(folder).joinpath(*parts)
+
+
+def split_series(path: str | os.PathLike, base: str | os.PathLike | None = None
+                 ) -> tuple[Path, str | None]:
+    """``"x.zip#SERIES"`` -> ``(Path("x.zip"), "SERIES")``; other paths -> ``(path, None)``.
+
+    Args:
+        path: a file or folder, optionally followed by ``#`` and a series (description, UID
+            or 0-based index, as ``--series`` takes) when it is a DICOM zip or folder.
+        base: the folder a relative path is relative to (a samplesheet's folder).
+
+    Returns:
+        The file or folder and the series (None when the path names none).
+
+    Note:
+        Only the last ``#`` counts, and only when what precedes it is a ``.zip`` or an
+        existing folder, so a file whose name happens to hold ``#`` is still found.
+
+    Example:
+        >>> split_series("sub-0/1000000_20208_2_0.zip#CINE_segmented_LAX_4Ch")
+        (PosixPath('sub-0/1000000_20208_2_0.zip'), 'CINE_segmented_LAX_4Ch')
+    """
+    text = os.fspath(path)
+    head, mark, series = text.rpartition(SERIES_MARK)
+    if mark and series and head and not absolute(text, base).exists() and (
+            head.lower().endswith(".zip") or absolute(head, base).is_dir()):
+        return Path(head), series
+    return Path(text), None
+
+
+def source_file(path: str | os.PathLike) -> Path:
+    """The file or folder a path or samplesheet cell reads (``x.zip#S`` -> ``x.zip``)."""
+    return split_series(path)[0]

@@ -20,8 +20,7 @@ import jsonschema
 import pandas as pd
 
 from medflow.errors import InvalidDataError, MissingInputError
-from medflow.io.images import SERIES_MARK, split_series
-from medflow.io.paths import absolute
+from medflow.io.paths import SERIES_MARK, absolute, split_series
 
 KINDS = ("generic", "cardiac", "brats")
 # Columns that hold label maps rather than intensities (resampled by nearest neighbour):

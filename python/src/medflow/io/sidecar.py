@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from medflow import __version__
-from medflow.io.paths import absolute
+from medflow.io.paths import absolute, source_file
 
 
 def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -20,8 +20,6 @@ def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     ``zip#series`` cell, of the zip."""
     p = Path(path)
     if not p.exists():
-        from medflow.io.images import source_file
-
         p = source_file(path)
     h = hashlib.sha256()
     files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]

@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from medflow.errors import InvalidDataError
-from medflow.io.images import image_format, source_file
+from medflow.io.images import image_format
+from medflow.io.paths import source_file
 from medflow.io.samplesheet import is_label_role
 from medflow.pipeline.stages import COHORT, Stage, get_stage
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from medflow.io.atomic import atomic_path
-from medflow.io.images import source_file
+from medflow.io.paths import source_file
 from medflow.io.tables import read_table
 from medflow.pipeline.stages import get_stage
 
