@@ -5,7 +5,9 @@ repositories ``dcm_qa``, ``dcm_qa_nih``, ``dcm_qa_ge``, ``dcm_qa_enh``; any fold
 works) and converts every folder that directly holds DICOM files twice, in the same run:
 
   ours: medflow.io.dicom.read_dicom (every series) + write_nifti (.nii, uncompressed)
-  peer: dcm2niix (the PyPI build, ``-z n -b n -d 0``: uncompressed, no sidecar, no recursion)
+  peer: dcm2niix (the PyPI build, ``-z n -b n -d 0 -p n``: uncompressed, no sidecar, no
+        recursion, and Philips values as the DICOM rescale gives them, as medflow reads
+        them; dcm2niix's default ``-p y`` divides Philips data by a private scale slope)
 
 Each dcm2niix output is matched with the medflow series of the same shape whose voxel
 centres lie closest, after both are brought to the closest canonical (RAS) axis order, and
@@ -70,7 +72,7 @@ def run_dcm2niix(folder: Path, out: Path) -> tuple[float, float]:
     exe = shutil.which("dcm2niix") or str(Path(sys.executable).parent / "dcm2niix")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = time.perf_counter()
-    subprocess.run([exe, "-z", "n", "-b", "n", "-d", "0", "-f", "%s_%p", "-o", str(out),
+    subprocess.run([exe, "-z", "n", "-b", "n", "-d", "0", "-p", "n", "-f", "%s_%p", "-o", str(out),
                     str(folder)], capture_output=True, check=False)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime,
@@ -97,7 +99,13 @@ def compare(folder: Path, tmp: Path) -> dict:
     ours = [(v.meta.get("series_description"), *canonical(nifti_image(v))) for v in vols]
     rows = []
     for ref_path in sorted((tmp / "d").glob("*.nii")):
-        ref, ref_affine = canonical(nib.load(str(ref_path)))
+        img = nib.load(str(ref_path))
+        if img.get_data_dtype().names:  # RGB: medflow reads single-channel images only
+            rows.append({"reference": ref_path.name, "shape": list(img.shape),
+                         "medflow_series": "colour (not supported)",
+                         "voxel_centre_distance_mm": None, "voxels_equal": None})
+            continue
+        ref, ref_affine = canonical(img)
         tol = 1e-3 * max(1.0, float(np.abs(ref).max()))
         candidates = [(name, corner_distance(affine, ref_affine, ref.shape),
                        float(np.mean(np.abs(data - ref) <= tol)))

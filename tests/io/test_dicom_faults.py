@@ -209,6 +209,40 @@ def test_two_echoes_are_two_series(tmp_path):
     np.testing.assert_array_equal(vols[1].data, e2.data)
 
 
+def _private_tags(folder, manufacturer: str, tags: list[tuple]) -> None:
+    for f in sorted(folder.rglob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        ds.Manufacturer = manufacturer
+        for tag, vr, value in tags:
+            ds.add_new(tag, vr, value(ds) if callable(value) else value)
+        ds.save_as(f)
+
+
+def test_ge_field_map_and_magnitude_are_two_series(tmp_path):
+    fmap, mag = _vol((8, 8, 4), 1), _vol((8, 8, 4), 2)
+    folder = _one_series_two_kinds(tmp_path, fmap, mag, {}, {})
+    _private_tags(folder, "GE MEDICAL SYSTEMS", [
+        ((0x0019, 0x0010), "LO", "GEMS_ACQU_01"), ((0x0019, 0x109C), "LO", "3db0map"),
+        ((0x0021, 0x0010), "LO", "GEMS_RELA_01"), ((0x0021, 0x104F), "SS", 4)])
+    vols = {v.meta["series_description"]: v for v in read_dicom(folder)}
+    assert set(vols) == {"fmap_fieldmap_hz", "fmap_magnitude"}
+    np.testing.assert_array_equal(vols["fmap_fieldmap_hz"].data, fmap.data)
+    np.testing.assert_array_equal(vols["fmap_magnitude"].data, mag.data)
+
+
+def test_philips_derived_trace_is_not_a_diffusion_direction(tmp_path):
+    dwi, trace = _vol((8, 8, 4, 3), 1), _vol((8, 8, 4), 2)
+    folder = _one_series_two_kinds(tmp_path, dwi, trace, {}, {})
+    _private_tags(folder, "Philips Medical Systems", [
+        ((0x2001, 0x0010), "LO", "Philips Imaging DD 001"),
+        ((0x2001, 0x1004), "CS", lambda ds: "I" if ds.InstanceNumber > 1000 else "M"),
+        ((0x0018, 0x9087), "FD", 1000.0)])
+    vols = {v.meta["series_description"]: v for v in read_dicom(folder)}
+    assert set(vols) == {"fmap", "fmap_isotropic_trace"}  # the acquired kind keeps the name
+    assert vols["fmap"].data.shape == (8, 8, 4, 3)
+    np.testing.assert_array_equal(vols["fmap_isotropic_trace"].data, trace.data)
+
+
 # case 9: GE epi_pepolar -----------------------------------------------------------------
 
 def test_ge_pepolar_reversed_volumes_are_flipped_back(tmp_path):

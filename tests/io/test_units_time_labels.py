@@ -133,3 +133,13 @@ def test_integer_images_are_not_rounded_through_float32(tmp_path):
     data = np.array([0, 16777217, 2**31 - 1], np.int32).reshape(3, 1, 1)
     back = read_image(write_nifti(Volume(data, np.eye(4)), tmp_path / "i.nii.gz"))
     np.testing.assert_array_equal(back.data, data)
+
+
+def test_nifti_without_geometry_codes_says_its_geometry_is_made_up(tmp_path):
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((3, 3, 3))
+    nib.save(nib.Nifti1Image(np.zeros((3, 3, 3), np.float32), None, header=hdr),
+             str(tmp_path / "a.nii.gz"))
+    assert read_image(tmp_path / "a.nii.gz").meta["nifti_affine_from"].startswith("pixdim only")
+    assert read_image(write_nifti(Volume(np.zeros((3, 3, 3)), np.eye(4)), tmp_path / "b.nii.gz")
+                      ).meta["nifti_affine_from"] == "sform"

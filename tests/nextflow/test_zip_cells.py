@@ -38,3 +38,15 @@ def test_workflow_stages_the_zip_and_module_names_the_series():
     script = proc.script_block()
     assert "meta.series ? \"'${image}#${meta.series}'\"" in script
     assert "--input ${source}" in script
+
+
+def test_remote_samplesheet_keeps_uris_whole(tmp_path):
+    sheet = tmp_path / "samplesheet.csv"
+    sheet.write_text("subject,sa\n1000000_2,d/1000000_20209_2_0.zip#CINE_segmented_SAX\n")
+    out = tmp_path / "valid.csv"
+    proc = subprocess.run([sys.executable, str(ROOT / "bin" / "medflow-samplesheet"),
+                           "--samplesheet", str(sheet), "--source", "s3://bucket/run/sheet.csv",
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text().splitlines()[1] == (
+        "1000000_2,sa,image,,s3://bucket/run/d/1000000_20209_2_0.zip,CINE_segmented_SAX")

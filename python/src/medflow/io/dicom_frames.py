@@ -24,7 +24,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from medflow.errors import InvalidDataError
-from medflow.io.dicom_vendor import mosaic_geometry, mosaic_tiles, pepolar_flip
+from medflow.io.dicom_vendor import mosaic_geometry, mosaic_tiles, pepolar_flip, vendor_kind
 
 _PIXEL_TAG = b"\xe0\x7f\x10\x00"
 _NATIVE = {ImplicitVRLittleEndian: 8, ExplicitVRLittleEndian: 12}  # header bytes before value
@@ -119,7 +119,8 @@ def _kind(ds: Dataset, get) -> tuple:
     image_type = tuple(str(v).strip().upper() for v in
                        (image_type if isinstance(image_type, (list, tuple, pydicom.multival.MultiValue))
                         else [image_type]))
-    component = str(get("MRImageFrameTypeSequence", "ComplexImageComponent") or "").upper()
+    component = str(get("MRImageFrameTypeSequence", "ComplexImageComponent") or "").upper() \
+        or vendor_kind(ds)
     echo = _int(ds.get("EchoNumbers")) if "EchoNumbers" in ds and \
         not isinstance(ds.EchoNumbers, pydicom.multival.MultiValue) else None
     if echo is None:

@@ -8,9 +8,11 @@ Rules, each recorded in the series' ``notes`` (they reach the sidecar):
   frames that only share InstanceNumber, frame, position and trigger time under new UIDs
   (a re-export) are dropped too, after :mod:`.dicom_stack` checks their pixels are equal.
 - **One kind per series**: frames that differ in ImageType, complex component, echo or
-  phase-encoding polarity (magnitude + phase, two echoes, field maps) are split into
-  series named ``<description>_<what differs>`` (e.g. ``_m`` / ``_p``, ``_e1`` / ``_e2``,
-  ``_rev``), selectable like any series.
+  phase-encoding polarity, or that a vendor's private tags tell apart (a GE field map
+  beside its magnitude, a Philips derived trace after the diffusion directions), are split
+  into series named ``<description>_<what differs>`` (e.g. ``_m`` / ``_p``, ``_e1`` /
+  ``_e2``, ``_rev``; a kind with nothing to name keeps the description), selectable like
+  any series.
 - **UK Biobank blocks** (``CINE_segmented_SAX_b1`` ... ``_bN``) are joined only when every
   block is parallel, holds one slice position, and the blocks' positions differ: the rule
   belongs to per-slice cine series, not to any name ending in ``_b`` + digits
@@ -101,9 +103,14 @@ def split_kinds(series: Series) -> list[Series]:
     if len(kinds) == 1:
         return [series]
     out = []
-    for kind in kinds:
-        suffix = _kind_suffix(kind, kinds)
-        part = Series(series.uid, f"{series.description}_{suffix}", series.number,
+    suffixes = [_kind_suffix(kind, kinds) for kind in kinds]
+    if suffixes.count("") > 1:  # kinds that differ in nothing nameable: number them
+        suffixes = [sfx or f"kind{i + 1}" for i, sfx in enumerate(suffixes)]
+    for kind, suffix in zip(kinds, suffixes):
+        # the one kind with nothing to name (acquired DWI beside a derived trace) keeps
+        # the series' own description
+        name = f"{series.description}_{suffix}" if suffix else series.description
+        part = Series(series.uid, name, series.number,
                       series.modality, series.acquired,
                       [fr for fr in series.frames if fr.kind == kind],
                       list(series.sources), dict(series.notes))
@@ -131,8 +138,7 @@ def _kind_suffix(kind: tuple, kinds: list[tuple]) -> str:
         words.append(f"e{int(number)}")
     if len({k[3] for k in kinds}) > 1:
         words.append("rev" if reversed_pe else "fwd")
-    text = "_".join(words) or "kind"
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+    return re.sub(r"[^a-z0-9]+", "_", "_".join(words).lower()).strip("_")
 
 
 def merge_blocks(series: list[Series], prefer: str | None = None) -> list[Series]:

@@ -8,10 +8,18 @@
   reversed-polarity volumes are stored with their rows flipped (dcm2niix issue 532,
   heudiconv issue 479); those frames are flipped back, and as their phase encoding differs
   they are a different kind of image from the forward ones (kept apart).
+
+Private ways of saying what an image is, where ImageType does not (:func:`vendor_kind`):
+GE field-map series (pulse sequence ``b0map``, or internal sequence ``B0map``) hold the
+field map (Hz) in the first volume and the magnitude in the second (dcm2niix issue 501:
+instance numbers up to (0021,104F) locations in acquisition);
+Philips diffusion series end with the derived isotropic trace image, marked ``I`` in
+(2001,1004) with b > 0.
 """
 
 from __future__ import annotations
 
+import struct
 import warnings
 
 import numpy as np
@@ -20,7 +28,11 @@ from pydicom.dataset import Dataset
 from medflow.errors import InvalidDataError
 
 GE_PULSE_SEQUENCE = (0x0019, 0x109C)
+GE_INTERNAL_SEQUENCE = (0x0019, 0x109E)
 GE_USER_DATA_12 = (0x0019, 0x10B3)
+GE_LOCATIONS = (0x0021, 0x104F)
+PHILIPS_DIFFUSION_DIRECTION = (0x2001, 0x1004)
+PHILIPS_B_VALUE = (0x2001, 0x1003)
 SIEMENS_MOSAIC_COUNT = (0x0019, 0x100A)
 
 
@@ -32,13 +44,44 @@ def _private(ds: Dataset, tag) -> str:
     return str(value or "").strip("\0 ")
 
 
-def _count(ds: Dataset) -> int | None:
-    if SIEMENS_MOSAIC_COUNT not in ds:
+def _number(ds: Dataset, tag, fmt: str = "<h") -> float | None:
+    """A private number, whether the file gave its VR (a value) or not (raw bytes)."""
+    if tag not in ds:
         return None
+    value = ds[tag].value
     try:
-        return int(ds[SIEMENS_MOSAIC_COUNT].value)
-    except (TypeError, ValueError):
+        if isinstance(value, bytes):
+            return float(struct.unpack(fmt, value[:struct.calcsize(fmt)])[0])
+        return float(value[0] if isinstance(value, (list, tuple)) else value)
+    except (TypeError, ValueError, struct.error, IndexError):
         return None
+
+
+def _count(ds: Dataset) -> int | None:
+    count = _number(ds, SIEMENS_MOSAIC_COUNT, "<H")
+    return int(count) if count else None
+
+
+def _manufacturer(ds: Dataset) -> str:
+    return str(ds.get("Manufacturer", "")).upper()
+
+
+def vendor_kind(ds: Dataset) -> str:
+    """What a vendor's private tags say an image is ("" when they say nothing)."""
+    if _manufacturer(ds).startswith("GE") and (
+            "b0map" in _private(ds, GE_PULSE_SEQUENCE).lower()
+            or _private(ds, GE_INTERNAL_SEQUENCE) == "B0map"):
+        locations = _number(ds, GE_LOCATIONS)
+        instance = int(ds.get("InstanceNumber") or 0)
+        if locations and instance:
+            return "FIELDMAP_HZ" if instance <= locations else "MAGNITUDE"
+    if _manufacturer(ds).startswith("PHILIPS") and \
+            _private(ds, PHILIPS_DIFFUSION_DIRECTION).upper() == "I":
+        b = ds.get("DiffusionBValue")
+        b = float(b) if b not in (None, "") else _number(ds, PHILIPS_B_VALUE, "<f")
+        if b and b > 0:
+            return "ISOTROPIC_TRACE"
+    return ""
 
 
 def pepolar_flip(ds: Dataset) -> bool | None:
@@ -47,7 +90,7 @@ def pepolar_flip(ds: Dataset) -> bool | None:
     User data 12 (0019,10B3): 1 every volume reversed; 2 reversed then forward (odd
     temporal positions reversed); 3 forward then reversed (even positions reversed).
     """
-    if not str(ds.get("Manufacturer", "")).upper().startswith("GE"):
+    if not _manufacturer(ds).startswith("GE"):
         return None
     if "epi_pepolar" not in _private(ds, GE_PULSE_SEQUENCE).lower():
         return None

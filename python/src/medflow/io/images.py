@@ -120,7 +120,10 @@ def read_image(path: str | os.PathLike, kind: Kind = "image", *, mmap: bool = Fa
 def _nifti_units(header, ndim: int) -> tuple[float, float | None, dict]:
     """(factor to mm, frame interval in s or None, what the header said) of a NIfTI header."""
     space, time = header.get_xyzt_units()
-    said = {"nifti_xyzt_units": [space, time]}
+    said = {"nifti_xyzt_units": [space, time],
+            # nibabel's choice; with neither code set the origin and direction are made up
+            "nifti_affine_from": "sform" if header["sform_code"] > 0 else "qform"
+            if header["qform_code"] > 0 else "pixdim only (no qform or sform code)"}
     interval = None
     if ndim >= 4:
         step = float(f"{float(header['pixdim'][4]):.7g}")  # float32 field: 7 digits
