@@ -161,3 +161,13 @@ def test_role_names_are_one_file_name_part(tmp_path):
     assert "column '../t1': not a valid role name" in str(err.value)
     assert "column '.x': not a valid role name" in str(err.value)
 
+
+def test_every_test_named_in_the_data_safety_page_exists():
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "docs" / "data-safety.md").read_text()
+    names = set(re.findall(r"\b(test_\w+)\b(?!\.py)", text))  # tests, not test files
+    defined = {m for f in (root / "tests").rglob("test_*.py")
+               for m in re.findall(r"^def (test_\w+)", f.read_text(), re.M)}
+    assert len(names) > 20 and not names - defined, names - defined
