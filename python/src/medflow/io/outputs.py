@@ -56,22 +56,29 @@ def output_folder(path: str | os.PathLike) -> Path:
     return path
 
 
-def _identity(path: Path, folders: dict[str, str]) -> tuple[Path, tuple[int, int] | None]:
-    """(the path with every symbolic link followed, (device, inode) if it exists); the
-    folders' real paths are looked up once per call of :func:`check_outputs`."""
-    path = Path(os.path.abspath(path))
-    parent = str(path.parent)
-    if parent not in folders:
-        folders[parent] = os.path.realpath(parent)
-    real = Path(folders[parent], path.name)
-    try:
-        st = real.lstat()
-        if stat.S_ISLNK(st.st_mode):
-            real = real.resolve()
-            st = real.stat()
-    except OSError:
-        return real, None
-    return real, (st.st_dev, st.st_ino)
+class _Identities:
+    """Real paths (symbolic links followed) and (device, inode) of files, with each
+    folder's real path looked up once: a UK Biobank plan names a million files in a few
+    hundred thousand folders. Plain strings, not Path objects, for the same reason."""
+
+    def __init__(self) -> None:
+        self.folders: dict[str, str] = {}
+
+    def of(self, path: str | os.PathLike) -> tuple[str, tuple[int, int] | None, int]:
+        """(real path, (device, inode) or None when absent, st_mode or 0)."""
+        folder, name = os.path.split(os.path.abspath(path))
+        real_folder = self.folders.get(folder)
+        if real_folder is None:
+            real_folder = self.folders[folder] = os.path.realpath(folder)
+        real = os.path.join(real_folder, name)
+        try:
+            st = os.lstat(real)
+            if stat.S_ISLNK(st.st_mode):
+                real = os.path.realpath(real)
+                st = os.stat(real)
+        except OSError:
+            return real, None, 0
+        return real, (st.st_dev, st.st_ino), st.st_mode
 
 
 def check_outputs(outputs: Iterable[str | os.PathLike | None],
@@ -96,23 +103,32 @@ def check_outputs(outputs: Iterable[str | os.PathLike | None],
     Example:
         >>> check_outputs(["/r/seg.nii.gz"], ["/d/sa.nii.gz"])    # fine: returns None
     """
-    by_path: dict[Path, Path] = {}
-    by_inode: dict[tuple[int, int], Path] = {}
-    folders: dict[Path, Path] = {}
-    seen: dict[str, str] = {}
-    for given in (Path(p) for p in inputs if p is not None):
-        real, inode = _identity(given, seen)
+    ids = _Identities()
+    by_path: dict[str, str] = {}
+    by_inode: dict[tuple[int, int], str] = {}
+    folders: dict[str, str] = {}  # input folders: nothing may be written inside them
+    for given in (os.fspath(p) for p in inputs if p is not None):
+        real, inode, mode = ids.of(given)
         by_path[real] = given
         if inode is not None:
             by_inode[inode] = given
-        if real.is_dir():
+        if stat.S_ISDIR(mode):
             folders[real] = given
+    inside: dict[str, str | None] = {}  # real folder -> the input folder it lies in
+
+    def input_folder_of(folder: str) -> str | None:
+        if folder not in inside:
+            parent = os.path.dirname(folder)
+            inside[folder] = folders.get(folder) or (
+                input_folder_of(parent) if parent != folder else None)
+        return inside[folder]
+
     clashes = []
-    for out in (Path(p) for p in outputs if p is not None):
-        real, inode = _identity(out, seen)
-        hit = by_path.get(real) or (inode and by_inode.get(inode)) or next(
-            (folders[f] for f in real.parents if f in folders), None)
-        if hit is not None:
+    for out in (os.fspath(p) for p in outputs if p is not None):
+        real, inode, _ = ids.of(out)
+        hit = by_path.get(real) or (inode and by_inode.get(inode)) or (
+            folders and input_folder_of(os.path.dirname(real)))
+        if hit:
             clashes.append((out, hit))
     if clashes:
         out, hit = clashes[0]
