@@ -52,11 +52,14 @@ class Control:
     pass_fds: tuple[int, ...] = ()
     cancelled: threading.Event = field(default_factory=threading.Event)
     reason: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def cancel(self, reason: str) -> None:
-        if not self.cancelled.is_set():
-            self.reason = reason
-            self.cancelled.set()
+        """Cancel the run; the first reason given is kept."""
+        with self._lock:
+            if not self.cancelled.is_set():
+                self.reason = reason
+                self.cancelled.set()
 
 
 def _die_with_runner(runner: int):

@@ -96,7 +96,9 @@ def interrupts(control: Control) -> Iterator[Control]:
         also cancels, so no task process outlives it.
     """
     def on_signal(signum, frame) -> None:
-        control.cancel(signal.Signals(signum).name)
+        # From a thread: the handler may interrupt the main thread inside Event.set(),
+        # whose lock is not reentrant.
+        threading.Thread(target=control.cancel, args=(signal.Signals(signum).name,)).start()
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
