@@ -133,3 +133,33 @@ def test_two_zips_for_one_field_and_visit_are_refused(tmp_path, runner):
     res = runner.invoke(cli, ["samplesheet", "--from-ukbb", str(tmp_path / "none"), "--out",
                               str(tmp_path / "s.csv")])
     assert res.exit_code == 66
+
+
+def test_samplesheet_never_overwrites_a_zip(tmp_path, runner):
+    _download(tmp_path / "dl")
+    zpath = tmp_path / "dl" / "1000000_20209_2_0.zip"
+    before = zpath.read_bytes()
+    res = runner.invoke(cli, ["samplesheet", "--from-ukbb", str(tmp_path / "dl"),
+                              "--out", str(zpath)])
+    assert res.exit_code == 2 and zpath.read_bytes() == before
+    # beside the zips is where a samplesheet usually goes: that is fine
+    res = runner.invoke(cli, ["samplesheet", "--from-ukbb", str(tmp_path / "dl"),
+                              "--out", str(tmp_path / "dl" / "samplesheet.csv")])
+    assert res.exit_code == 0, res.output
+
+
+def test_a_series_cell_protects_its_zip_in_every_tool(tmp_path, runner):
+    _download(tmp_path / "dl")
+    zpath = tmp_path / "dl" / "1000000_20209_2_0.zip"
+    before = zpath.read_bytes()
+    res = runner.invoke(cli, ["preprocess", "--input", f"{zpath}#CINE_segmented_SAX",
+                              "--output", str(tmp_path / "dl" / "sa.nii.gz"), "--role", "image"])
+    assert res.exit_code == 0, res.output  # beside the zip: fine
+    from medflow.io.outputs import check_outputs
+    from medflow.errors import OverwriteError
+
+    with pytest.raises(OverwriteError, match="would overwrite the input"):
+        check_outputs([zpath], [f"{zpath}#CINE_segmented_SAX"])
+    with pytest.raises(OverwriteError):
+        check_outputs([tmp_path / "dl" / "x.nii.gz"], [f"{tmp_path / 'dl'}#T1"])
+    assert zpath.read_bytes() == before

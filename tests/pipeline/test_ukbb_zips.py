@@ -53,3 +53,21 @@ def test_ukbb_download_to_pipeline_results(runner, cohort, tiny_model, tmp_path)
         assert side["meta"]["source_series"][0][0] == "CINE_segmented_SAX_b1"
     trace = pd.read_parquet(out / "pipeline_info" / "trace.parquet")
     assert set(trace["status"]) <= {"done", "skipped", "cached"}
+
+
+def test_results_inside_a_dicom_series_cell_are_refused(runner, cohort, tmp_path):
+    # a `folder#series` cell reads the folder: outputs inside it would be written into
+    # the user's export (issue 11's rule, applied to the file a cell names)
+    from medflow.io.dicom_write import write_dicom_series
+
+    export = tmp_path / "export"
+    write_dicom_series(read_image(cohort.parent / "s0" / "sa.nii.gz"), export / "sa",
+                       "CINE_segmented_SAX")
+    sheet = tmp_path / "samplesheet.csv"
+    sheet.write_text(f"subject,sa\ns0,{export}#CINE_segmented_SAX\n")
+    before = sorted(p.name for p in export.rglob("*"))
+    res = runner.invoke(cli, ["pipeline", "--input", str(sheet), "--outdir",
+                              str(export / "results"), "--stages", "preprocess"])
+    assert res.exit_code == 2, res.output
+    assert "would overwrite the input" in res.output or str(export) in res.output
+    assert sorted(p.name for p in export.rglob("*")) == before

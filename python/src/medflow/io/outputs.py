@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 from medflow.errors import OutputError, OverwriteError
+from medflow.io.paths import source_file
 
 #: Write errors that say nothing about the data: the place cannot take the output.
 ALWAYS_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
@@ -91,7 +92,8 @@ def check_outputs(outputs: Iterable[str | os.PathLike | None],
     Args:
         outputs: the files to be written (None entries are skipped).
         inputs: the files and folders read (None entries are skipped). A folder (a DICOM
-            series, a model folder) also protects every file inside it.
+            series, a model folder) also protects every file inside it; a
+            ``<zip or folder>#<series>`` cell protects the zip or folder.
 
     Raises:
         OverwriteError: exit 2, one line naming the output and the input.
@@ -108,6 +110,8 @@ def check_outputs(outputs: Iterable[str | os.PathLike | None],
     by_inode: dict[tuple[int, int], str] = {}
     folders: dict[str, str] = {}  # input folders: nothing may be written inside them
     for given in (os.fspath(p) for p in inputs if p is not None):
+        if "#" in given:  # a `zip#series` / `folder#series` cell reads the zip or folder
+            given = os.fspath(source_file(given))
         real, inode, mode = ids.of(given)
         by_path[real] = given
         if inode is not None:

@@ -20,6 +20,7 @@ from typing import Iterator
 from medflow.io.atomic import remove_stale_temporaries
 from medflow.io.lock import LOCK_NAME
 from medflow.io.outputs import check_outputs
+from medflow.io.paths import source_file
 from medflow.pipeline import execute, plan
 from medflow.pipeline.children import Control
 from medflow.pipeline.stages import COHORT, Stage
@@ -27,11 +28,11 @@ from medflow.pipeline.stages import COHORT, Stage
 
 def user_inputs(ctx: plan.Context, samplesheet: Path, stages: list[Stage]) -> list[Path]:
     """What the user gave: the samplesheet, every file it names, and the model folder
-    (unless this run trains it)."""
+    (unless this run trains it); a ``zip#series`` cell reads the zip."""
     files = [samplesheet]
     for column in ctx.sheet.columns:
         if column != "subject":
-            files += [Path(v) for v in ctx.sheet[column] if isinstance(v, str) and v]
+            files += [source_file(v) for v in ctx.sheet[column] if isinstance(v, str) and v]
     if ctx.model is not None and "train" not in [s.name for s in stages]:
         files.append(ctx.model)
     return files
