@@ -72,7 +72,7 @@ class MeUNet(nn.Module):
             skips.append(h)
         skips.pop()                                      # the bottom is not a skip
         for block in self.dec:                           # decN .. dec1
-            h = block(h, skips.pop())                    # popped: freed once used
+            h = block(h, skips)                          # pops its skip: freed once used
         features = h                                     # (B, channels[0], X, Y, Z)
         joined = features if extra is None else torch.cat([features, extra], dim=1)
         logits = self.head(joined)                       # (B, n_classes, X, Y, Z)
