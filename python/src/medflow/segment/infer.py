@@ -194,9 +194,9 @@ def stage1_outputs(model: Cascade, src: ArraySource, device: str = "cpu",
     starts2 = window_starts(src.shape, model.cfg.patch, layout.overlap)
     full = ((0, src.shape[0]), (0, src.shape[1]))
     ctx = Stage1Context(model, src, full, starts2, window1, starts1, device)
-    slabs = ctx.slabs if ctx._gen is None else [s[2] for s in ctx._gen]
-    values = slabs[0][2] if ctx._gen is None else torch.cat(slabs, dim=-1)
-    return values[None]
+    if ctx.whole:
+        return ctx.slabs[0][2][None]
+    return torch.cat([values for _, _, values, _ in ctx._gen], dim=-1)[None]
 
 
 @torch.no_grad()

@@ -99,8 +99,8 @@ class Stage1Context:
         cfg = model.cfg
         self.model, self.src, self.device, self.cfg = model, src, device, cfg
         self.low_shape = tuple(-(-n // f) for n, f in zip(src.shape, cfg.stage1_factor))
-        self.windows = 0
-        if window is None:
+        self.windows, self.whole = 0, window is None
+        if self.whole:
             self.slabs = shared.slabs if shared is not None else [self._whole(chunk)]
             self.box = ((0, self.low_shape[0]), (0, self.low_shape[1]))
             self._gen = None
@@ -114,7 +114,7 @@ class Stage1Context:
         self.box, self.slabs = tuple(box), []
         self._gen = stitch_slabs(self._predict, starts1, self.window,
                                  gaussian_importance(self.window, cfg.sigma_scale), self.box,
-                                 self.low_shape[2], cfg.n_classes, chunk)
+                                 self.low_shape[2], cfg.n_classes, chunk, src.release)
 
     @torch.no_grad()
     def _whole(self, chunk: int):
@@ -164,7 +164,7 @@ class Stage1Context:
                 self._gen = None
                 break
             self.slabs.append(got[:3])
-        if self._gen is not None:   # windowed: forget coarse slices no later row needs
+        if not self.whole:          # forget coarse slices no later window row needs
             self.slabs = [s for s in self.slabs if s[1] > lz]
         (bx, _), (by, _) = self.box
         sub = (slice(None), slice(rng[0][0] - bx, rng[0][1] - bx),
