@@ -46,8 +46,8 @@ class ByteSize(click.ParamType):
             number = float(text[:len(text) - len(unit)])
         except ValueError:
             self.fail(f"{value!r} is not a size such as 16G or 1500M", param, ctx)
-        if not number > 0:
-            self.fail(f"{value!r} must be positive", param, ctx)
+        if not 0 < number < float("inf"):     # NaN, inf, 0 and negatives
+            self.fail(f"{value!r} must be a positive, finite size", param, ctx)
         return int(number * self.UNITS[unit])
 
 
