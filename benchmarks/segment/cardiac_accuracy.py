@@ -4,6 +4,8 @@ optionally also on the same 8 subjects imaged with the other contrast (domain sh
 Run (reduced setting first):
     python benchmarks/segment/cardiac_accuracy.py --workdir /tmp/cardiac --epochs 3 \
         --augment standard --tag std
+Architecture: train's plan from the data unless --patch / --channels / --extra say
+otherwise (the pre-planning setting was --patch 96,96,16 --channels 8 --extra --levels 4).
 Every step calls the medflow command line, so the numbers are what a user gets.
 """
 
@@ -65,8 +67,8 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, required=True)
     ap.add_argument("--tag", default="run")
     ap.add_argument("--epochs", default="6")
-    ap.add_argument("--patch", default="96,96,16")
-    ap.add_argument("--channels", default="8")
+    ap.add_argument("--patch", default=None, help="stage-2 patch [train's plan]")
+    ap.add_argument("--channels", default=None, help="stage-2 width [train's plan]")
     ap.add_argument("--augment", default="standard")
     ap.add_argument("--val-fraction", default="0.125")
     ap.add_argument("--domain-shift", action="store_true", help="also test on gre contrast")
@@ -81,10 +83,15 @@ def main() -> None:
                                 a.workdir / "test8_gre.csv")
     model = a.workdir / f"model_{a.tag}"
     t0 = time.perf_counter()
+    arch = [*(["--patch", a.patch] if a.patch else []),
+            *(["--channels", a.channels] if a.channels else [])]
     medflow("segment-cascaded", "train", "--samplesheet", str(train), "--out", str(model),
-            "--epochs", a.epochs, "--patch", a.patch, "--channels", a.channels, "--augment",
-            a.augment, "--val-fraction", a.val_fraction, *a.extra)
-    report = {"tag": a.tag, "train_s": round(time.perf_counter() - t0, 1), "dice": {}}
+            "--epochs", a.epochs, *arch, "--augment", a.augment, "--val-fraction",
+            a.val_fraction, *a.extra)
+    plan = json.loads((model / "model.json").read_text()).get("plan", {})
+    report = {"tag": a.tag, "train_s": round(time.perf_counter() - t0, 1), "dice": {},
+              "plan": {k: plan.get(k) for k in ("patch", "levels", "channels2",
+                                                "stage1_factor", "given")}}
     for name, sheet in tests.items():
         res = a.workdir / f"pred_{a.tag}_{name}"
         t0 = time.perf_counter()

@@ -203,6 +203,58 @@ def test_region_model_writes_one_uncertainty_map_per_region(runner, tmp_path):
     assert set(np.unique(np.asarray(nib.load(tmp_path / "seg.nii.gz").dataobj))) <= {0, 1, 2, 4}
 
 
+def test_sidecar_reports_windows_threads_and_memory(runner, cohort, tiny_model, tmp_path):
+    from medflow.segment.memory import plan_layout, windows_run
+    from medflow.segment.modelio import load_model
+
+    image = cohort.parent / "s0/sa.nii.gz"
+    res = predict(runner, tiny_model, "--input", str(image), "--output",
+                  str(tmp_path / "seg.nii"), "--max-memory", "8G")
+    assert res.exit_code == 0, res.output
+    side = json.loads((tmp_path / "seg.json").read_text())
+    cfg = load_model(tiny_model)[0].cfg
+    shape = nib.load(image).shape[:3]
+    per_frame = windows_run(cfg, shape, plan_layout(cfg, shape)[0])
+    assert side["windows_per_frame"] == per_frame and side["windows"] == 2 * per_frame
+    assert side["threads"] == torch.get_num_threads() and side["tiles"] == 1
+    assert side["overlap"] == cfg.overlap and side["parameters"]["max_memory_bytes"] == 8 << 30
+    assert 0 < side["memory_estimate_bytes"]["total"] < 8 << 30
+    res = predict(runner, tiny_model, "--input", str(image), "--output",
+                  str(tmp_path / "o.nii"), "--overlap", "0.25")
+    assert json.loads((tmp_path / "o.json").read_text())["overlap"] == 0.25
+
+
+def test_max_memory_refuses_with_the_estimate(runner, cohort, tiny_model, tmp_path,
+                                              monkeypatch):
+    from medflow.io import read_image
+    from medflow.segment import memory
+    from medflow.segment.modelio import load_model
+    from medflow.segment.predict import plan_prediction
+
+    image = cohort.parent / "s0/sa.nii.gz"
+    out = tmp_path / "seg.nii.gz"
+    res = predict(runner, tiny_model, "--input", str(image), "--output", str(out),
+                  "--max-memory", "100M")
+    assert res.exit_code == 2 and "--max-memory" in res.output and "MiB" in res.output
+    assert not out.exists()
+    # the model fits (no interpreter counted), the whole-volume arrays do not: 65
+    monkeypatch.setattr(memory, "BASE_BYTES", 0)
+    vol = read_image(image, mmap=True)
+    model = load_model(tiny_model)[0]
+    _, cost, grid = plan_prediction(model, [vol], outputs_in_memory=vol.data.size)
+    assert cost.in_memory > 0
+    _, least = memory.plan_layout(model.cfg, grid, in_itemsize=vol.data.dtype.itemsize,
+                                  in_memory=cost.in_memory, target=0)   # smallest tiles
+    limit = least.fixed + least.streaming + least.in_memory // 2
+    res = predict(runner, tiny_model, "--input", str(image), "--output", str(out),
+                  "--max-memory", str(limit))
+    assert res.exit_code == 65 and "whole-volume arrays" in res.output
+    assert str(image) in res.output and not out.exists()
+    res = predict(runner, tiny_model, "--input", str(image), "--output", str(out),
+                  "--max-memory", "1.5x")
+    assert res.exit_code == 2
+
+
 def test_predict_never_writes_over_an_input(runner, cohort, tiny_model, tmp_path):
     image = tmp_path / "sa.nii.gz"
     shutil.copy(cohort.parent / "s0/sa.nii.gz", image)

@@ -5,7 +5,10 @@ GIN-IPA augmentation, uncertainty maps and streaming slab-stitched inference.
 Public API:
     CascadeConfig, Cascade, MeUNet             the model (config.py, cascade.py, unet.py)
     train, TrainOptions                        training both stages (train.py)
-    stream_predict, stitch_in_memory           sliding-window inference (infer.py)
+    Fingerprint, plan_cascade                  architecture planned from the data (plan.py)
+    training_bytes, plan_layout                memory estimates, tiles for a limit (memory.py)
+    predict_regions, stream_predict            bounded sliding-window inference (infer.py,
+                                               stitch.py, windows.py)
     segment, NiftiSink                         one image into output arrays (predict.py)
     save_model, load_model                     safetensors + model.json (modelio.py)
 """

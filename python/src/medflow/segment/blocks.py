@@ -65,7 +65,10 @@ class Up(nn.Module):
         self.up = nn.ConvTranspose3d(low_ch, skip_ch, tuple(pool), stride=tuple(pool))
         self.conv = ConvBlock(2 * skip_ch, out_ch, kernel, dropout)
 
-    def forward(self, low: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        joined = torch.cat([self.up(low), skip], dim=1)   # (B, 2 * skip_ch, *skip.shape[2:])
-        del low, skip                                     # free before the convolutions
-        return self.conv(joined)                          # (B, out_ch, ...)
+    def forward(self, low: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        """``low`` from the level below; the skip is popped from the encoder's ``skips``
+        stack here, so that no caller holds it once it is concatenated."""
+        joined = torch.cat([self.up(low), skips.pop()], dim=1)  # (B, 2 * skip_ch, ...)
+        for layer in self.conv:          # layer by layer: at inference the concatenation
+            joined = layer(joined)       # (the level's largest tensor) is freed by conv 1
+        return joined                    # (B, out_ch, ...)

@@ -109,25 +109,38 @@ def _axis_weights(n_low: int, n_full: int, start: int, size: int, device):
     return i0, i1, (src - i0).float()
 
 
-def upsample_region(low: torch.Tensor, start, size, full_shape) -> torch.Tensor:
+def coarse_range(start: int, size: int, n_low: int, n_full: int) -> tuple[int, int]:
+    """Coarse indices ``[lo, hi)`` that linear upsampling of an axis of ``n_low`` voxels to
+    ``n_full`` reads for the full-resolution range ``start .. start + size``."""
+    lo = max(0, int((start + 0.5) * n_low / n_full - 0.5) - 1)
+    hi = min(n_low, int((start + size + 0.5) * n_low / n_full - 0.5) + 3)
+    return lo, max(hi, lo + 1)
+
+
+def upsample_region(low: torch.Tensor, start, size, full_shape, origin=(0, 0, 0),
+                    low_shape=None) -> torch.Tensor:
     """Linear upsampling of ``low`` (B, C, x, y, z) to ``full_shape``, evaluated only on the
     box ``start .. start + size`` (may extend past the volume: edge values repeat).
+
+    Args:
+        origin / low_shape: ``low`` may be a block of a larger coarse grid of shape
+            ``low_shape`` starting at ``origin``; it must hold the :func:`coarse_range` of
+            the box (streaming inference passes only that).
 
     Note:
         Equals ``F.interpolate(low, full_shape, mode="trilinear")[box]`` up to rounding,
         but costs memory only for the box.
     """
+    low_shape = tuple(low.shape[2:]) if low_shape is None else tuple(low_shape)
     # Only the coarse voxels the box interpolates from (keeps temporaries patch-sized).
-    lo = [max(0, int((s + 0.5) * n / f - 0.5) - 1) for s, n, f in
-          zip(start, low.shape[2:], full_shape)]
-    hi = [min(n, int((s + k + 0.5) * n / f - 0.5) + 3) for s, k, n, f in
-          zip(start, size, low.shape[2:], full_shape)]
-    out = low[..., lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    rng = [coarse_range(int(s), int(k), n, int(f)) for s, k, n, f in
+           zip(start, size, low_shape, full_shape)]
+    out = low[(..., *[slice(a - o, b - o) for (a, b), o in zip(rng, origin)])]
     for axis in range(3):
-        i0, i1, w = _axis_weights(low.shape[2 + axis], int(full_shape[axis]),
-                                  int(start[axis]), int(size[axis]), low.device)
-        i0, i1 = (i0 - lo[axis]).clamp(0, hi[axis] - lo[axis] - 1), \
-            (i1 - lo[axis]).clamp(0, hi[axis] - lo[axis] - 1)
+        (lo, hi), n_low = rng[axis], low_shape[axis]
+        i0, i1, w = _axis_weights(n_low, int(full_shape[axis]), int(start[axis]),
+                                  int(size[axis]), low.device)
+        i0, i1 = (i0 - lo).clamp(0, hi - lo - 1), (i1 - lo).clamp(0, hi - lo - 1)
         dim = 2 + axis
         shape = [1] * out.dim()
         shape[dim] = -1

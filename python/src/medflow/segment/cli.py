@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 
 from medflow.errors import TransientError
-from medflow.options import (device_option, parse_triplet, resolve_device, seed_option,
-                             show_progress, verbosity_options)
+from medflow.options import (device_option, is_quiet, parse_triplet, resolve_device,
+                             seed_option, show_progress, verbosity_options)
 
 log = logging.getLogger("medflow")
 
@@ -29,6 +29,32 @@ def oom_is_transient():
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
         raise TransientError(f"GPU out of memory ({str(exc).splitlines()[0]}); retry with "
                              "more GPU memory, a smaller --patch, or --device cpu") from None
+
+
+class ByteSize(click.ParamType):
+    """A memory size: ``16G``, ``1500M``, ``2GiB`` or plain bytes (K, M, G, T are 1024-based)."""
+
+    name = "size"
+    UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower().removesuffix("ib").removesuffix("b")
+        unit = text[-1:] if text[-1:] in "kmgt" else ""
+        try:
+            number = float(text[:len(text) - len(unit)])
+        except ValueError:
+            self.fail(f"{value!r} is not a size such as 16G or 1500M", param, ctx)
+        if not 0 < number < float("inf"):     # NaN, inf, 0 and negatives
+            self.fail(f"{value!r} must be a positive, finite size", param, ctx)
+        return int(number * self.UNITS[unit])
+
+
+def _say(line: str) -> None:
+    """One informational line on stderr (stdout stays for results), unless --quiet."""
+    if not is_quiet():
+        click.echo(f"medflow: {line}", err=True)
 
 
 def _roles(text: str) -> tuple[str, ...]:
@@ -56,17 +82,24 @@ def segment_cascaded() -> None:
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Model folder to write (model.safetensors, model.json, curve).")
 @click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--patch", default="128,128,16", show_default=True,
-              help="Stage-2 patch X,Y,Z (clipped to the data; also the inference window).")
-@click.option("--stage1-factor", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Stage-1 downsampling (no axis made coarser than the coarsest one).")
+@click.option("--patch", default=None,
+              help="Stage-2 patch X,Y,Z (clipped to the data; also the inference window) "
+                   "[default: planned from the data].")
+@click.option("--stage1-factor", type=click.IntRange(min=1), default=None,
+              help="Stage-1 downsampling (no axis made coarser than the coarsest one) "
+                   "[default: planned].")
 @click.option("--augment", type=click.Choice(["none", "standard", "gin-ipa"]),
               default="standard", show_default=True)
 @click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.2, show_default=True,
               help="Fraction of subjects held out for validation Dice.")
-@click.option("--channels", type=click.IntRange(min=2), default=16, show_default=True,
-              help="Stage-2 width at full resolution (doubles per level; stage 1 half).")
-@click.option("--levels", type=click.IntRange(min=2, max=6), default=4, show_default=True)
+@click.option("--channels", type=click.IntRange(min=2), default=None,
+              help="Stage-2 width at full resolution (doubles per level; stage 1 half) "
+                   "[default: planned, 8].")
+@click.option("--levels", type=click.IntRange(min=2, max=6), default=None,
+              help="U-net levels [default: planned from the patch, at most 5].")
+@click.option("--memory-budget", type=ByteSize(), default="16G", show_default=True,
+              help="Training memory the plan fits (a 16 GB GPU); prediction is planned "
+                   "for CPU separately (see predict --max-memory).")
 @click.option("--lr", type=float, default=2e-3, show_default=True, help="Learning rate.")
 @click.option("--single-stage", is_flag=True, help="Baseline: stage 2 alone, no cascade.")
 @click.option("--regions", type=click.Choice(["none", "brats"]), default="none",
@@ -76,15 +109,22 @@ def segment_cascaded() -> None:
 @seed_option
 @verbosity_options
 def train_cmd(samplesheet, image_role, label_role, out, epochs, patch, stage1_factor, augment,
-              val_fraction, channels, levels, lr, single_stage, regions, resume, device,
-              seed) -> None:
+              val_fraction, channels, levels, memory_budget, lr, single_stage, regions, resume,
+              device, seed) -> None:
     """Train both stages of the cascade on a samplesheet.
+
+    Patch, levels, widths and the stage-1 factor are planned from the training images'
+    median shape and spacing under --memory-budget (nnU-Net's experiment planning);
+    the plan goes into the model card and is printed in one line. Options given
+    explicitly override it.
 
     \b
     Example:
       medflow demo-cohort --kind cardiac --subjects 16 --out demo
       medflow segment-cascaded train --samplesheet demo/samplesheet.csv \\
           --image-role sa --label-role seg_sa --epochs 20 --augment gin-ipa --out model
+      medflow segment-cascaded train --samplesheet demo/samplesheet.csv \\
+          --memory-budget 8G --out model
     """
     import torch
 
@@ -92,7 +132,7 @@ def train_cmd(samplesheet, image_role, label_role, out, epochs, patch, stage1_fa
     from medflow.io.samplesheet import load_samplesheet
     from medflow.segment.workflow import train_model, train_outputs
 
-    patch_size = tuple(int(v) for v in parse_triplet(patch, "--patch"))
+    patch_size = tuple(int(v) for v in parse_triplet(patch, "--patch")) if patch else None
     roles = _roles(image_role)
     df = load_samplesheet(samplesheet, required_roles=(*roles, label_role))
     check_outputs(train_outputs(out),
@@ -103,9 +143,10 @@ def train_cmd(samplesheet, image_role, label_role, out, epochs, patch, stage1_fa
         card = train_model(df, roles, label_role, out, epochs=epochs, patch=patch_size,
                            stage1_factor=stage1_factor, augment=augment,
                            val_fraction=val_fraction, channels=channels, levels=levels,
-                           lr=lr, stages=1 if single_stage else 2, regions=regions,
+                           memory_budget=memory_budget, lr=lr,
+                           stages=1 if single_stage else 2, regions=regions,
                            resume=resume, device=dev, seed=seed, samplesheet=samplesheet,
-                           progress=show_progress())
+                           progress=show_progress(), announce=_say)
     dice = card["validation"].get("dice", {})
     click.echo(f"{out}  validation Dice: " + (", ".join(f"{k} {v:.3f}" for k, v in dice.items())
                                                or "n/a"))
@@ -129,7 +170,12 @@ def train_cmd(samplesheet, image_role, label_role, out, epochs, patch, stage1_fa
 @click.option("--mc-samples", type=click.IntRange(min=1), default=1, show_default=True,
               help="Monte-Carlo dropout draws per window.")
 @click.option("--overlap", type=click.FloatRange(0, 0.9), default=None,
-              help="Sliding-window overlap [default: the model's, 0.5].")
+              help="Sliding-window overlap [default: the model's, 0.5, lowered to 0.25 or "
+                   "0.125 when a volume would need more than 512 windows].")
+@click.option("--max-memory", type=ByteSize(), default=None,
+              help="Refuse (exit 2, or 65 when the input itself needs more) if the estimated "
+                   "peak memory exceeds this; large volumes are cut into tiles to fit it "
+                   "[default: no limit, tiles fit 2 GiB].")
 @click.option("--samplesheet", type=click.Path(path_type=Path),
               help="Batch mode: segment every subject of this samplesheet.")
 @click.option("--outdir", type=click.Path(file_okay=False, path_type=Path),
@@ -141,8 +187,8 @@ def train_cmd(samplesheet, image_role, label_role, out, epochs, patch, stage1_fa
 @seed_option
 @verbosity_options
 def predict_cmd(model_dir, inputs, output, probabilities, uncertainty, uncertainty_kind, tta,
-                mc_samples, overlap, samplesheet, outdir, image_role, save_probabilities,
-                save_uncertainty, device, seed) -> None:
+                mc_samples, overlap, max_memory, samplesheet, outdir, image_role,
+                save_probabilities, save_uncertainty, device, seed) -> None:
     """Segment images (3D, or every frame of a 4D cine) with a trained cascade.
 
     \b
@@ -151,6 +197,12 @@ def predict_cmd(model_dir, inputs, output, probabilities, uncertainty, uncertain
           --uncertainty unc.nii.gz --tta 4
       medflow segment-cascaded predict --model model --samplesheet demo/samplesheet.csv \\
           --outdir results/segment
+      medflow segment-cascaded predict --model model --input image.nii --output seg.nii \\
+          --max-memory 2G
+
+    Peak memory depends on the model's patch and the memory target, not on the volume:
+    stage 1 runs on windows of the grid it was trained on, stage 2 is stitched slab by slab,
+    and a plane too large for the target is cut into tiles (same output).
     """
     from medflow.segment.infer import return_freed_memory
     from medflow.segment.modelio import load_model
@@ -166,10 +218,8 @@ def predict_cmd(model_dir, inputs, output, probabilities, uncertainty, uncertain
     dev = resolve_device(device)
     return_freed_memory()
     model, card = load_model(model_dir, dev)
-    if overlap is not None:
-        model.cfg.overlap = overlap
     options = dict(tta=tta, mc=mc_samples, kind=uncertainty_kind, device=dev, seed=seed,
-                   progress=show_progress())
+                   progress=show_progress(), overlap=overlap, max_memory=max_memory)
     with oom_is_transient():
         if single:
             predict_files(model, card, model_dir, list(inputs), output, probabilities,

@@ -35,6 +35,10 @@ class CascadeConfig:
         pools1 / pools2: pooling factor per axis between levels (len = levels - 1).
         kernels1 / kernels2: convolution kernel per axis at each level.
         stage1_factor: integer downsampling per axis from full resolution to stage 1.
+        stage1_patch: stage-1 window (coarse voxels) at inference: the stage-1 grid of a
+            median training image. A larger input is covered by windows of this size, so
+            stage 1 never sees (or holds) more than it did in training; None (models from
+            before planning) lets inference choose a bounded window.
         patch: stage-2 patch size (voxels), also the sliding-window size at inference.
         spacing: voxel spacing (mm) the model was trained at; inputs are resampled to it.
         dropout: decoder dropout probability (MC-dropout uncertainty uses it).
@@ -54,6 +58,7 @@ class CascadeConfig:
     kernels1: tuple[Triple, ...] = ((3, 3, 3),) * 4
     kernels2: tuple[Triple, ...] = ((3, 3, 3),) * 4
     stage1_factor: Triple = (2, 2, 1)
+    stage1_patch: Triple | None = None
     patch: Triple = (64, 64, 16)
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     dropout: float = 0.1
@@ -99,8 +104,13 @@ def stage1_factors(spacing, factor: int) -> Triple:
     return tuple(int(max(1, min(factor, target / s + 1e-6))) for s in spacing)
 
 
-def plan_levels(shape, spacing, n_levels: int = 4) -> tuple[tuple, tuple, tuple]:
+def plan_levels(shape, spacing, n_levels: int = 4, even: bool = True
+                ) -> tuple[tuple, tuple, tuple]:
     """Pools and kernels for a U-net seeing ``shape`` voxels at ``spacing`` mm.
+
+    Args:
+        even: pool an axis only while its size is even (a given patch is used as is);
+            False plans for a size that will be rounded to the pool product afterwards.
 
     Returns:
         (pools, kernels, divisor): ``n_levels - 1`` pool triples, ``n_levels`` kernel
@@ -118,8 +128,8 @@ def plan_levels(shape, spacing, n_levels: int = 4) -> tuple[tuple, tuple, tuple]
         kernels.append(tuple(1 if s > 3 * finest else 3 for s in sp))
         if level == n_levels - 1:
             break
-        pool = tuple(2 if (s <= 2 * finest and n // 2 >= MIN_AXIS and n % 2 == 0) else 1
-                     for s, n in zip(sp, size))
+        pool = tuple(2 if (s <= 2 * finest and n // 2 >= MIN_AXIS
+                           and (n % 2 == 0 or not even)) else 1 for s, n in zip(sp, size))
         pools.append(pool)
         size = [n // p for n, p in zip(size, pool)]
         sp = [s * p for s, p in zip(sp, pool)]

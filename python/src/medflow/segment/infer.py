@@ -1,28 +1,29 @@
-"""Streaming sliding-window inference: Gaussian-weighted patches stitched into z-slabs.
+"""Streaming sliding-window inference of the cascade, bounded by construction.
 
-The memory promise: the (classes x volume) probability array is never held. Patches are
-visited row by row in increasing z (the slowest axis of a NIfTI file, so slabs are
-contiguous on disk); per-slice accumulators, at most one patch deep, hold ``weight * probs``
-(whose class sum is the weight sum); as soon as no later patch touches a slice, it is
-finalised (divided by the weight sum) and handed to ``on_slab`` to be reduced (label map,
-uncertainty) and written. Peak memory is about ``classes * X * Y * patch_z`` floats plus one
-patch's network activations and the coarse stage-1 output.
-
-Windows and weights match MONAI's ``sliding_window_inference`` (``mode="gaussian"``) so the
-two can be compared voxel for voxel: same scan interval, same symmetric zero padding for
-axes shorter than the patch, same clamped Gaussian importance map.
+The memory promise: neither the (classes x volume) probabilities nor the stage-1 output of
+a large volume is ever held. Stage 2's windows are visited row by row in increasing z (the
+slowest axis of a NIfTI file, so slabs are contiguous on disk) and stitched into per-slice
+accumulators at most one patch deep (:mod:`stitch`); stage 1 runs on windows of the size
+it was trained on, lazily, just ahead of stage 2. When one (X, Y) plane of that is more
+than the memory target, the plane is cut into tiles (:func:`memory.plan_layout`), each
+predicted exactly as in the whole volume. Peak memory follows the patch and the tile, not
+the volume; the input's and output's memory-mapped pages are dropped row by row.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 import torch
 
-from medflow.segment.cascade import Cascade, downsample, upsample_region
-from medflow.segment.unet import autocast
+from medflow.io.mapped import release_pages
+from medflow.segment.cascade import Cascade, upsample_region
+from medflow.segment.memory import Layout, plan_layout, stage1_grid
+from medflow.segment.stitch import Stage1Context, stitch_slabs
+from medflow.segment.unet import autocast, channels_last
+from medflow.segment.windows import (gaussian_importance, patch_starts,  # noqa: F401 (API)
+                                     split_regions, window_starts)
 
 FLIPS = [(), (0,), (1,), (0, 1), (2,), (0, 2), (1, 2), (0, 1, 2)]
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
@@ -42,25 +43,6 @@ def return_freed_memory(threshold: int = 4 << 20) -> bool:
         return bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold)))
     except (OSError, AttributeError):
         return False
-
-
-def gaussian_importance(patch, sigma_scale: float = 0.125) -> torch.Tensor:
-    """The importance map MONAI's ``compute_importance_map(mode="gaussian")`` builds."""
-    out = None
-    for n in patch:
-        x = torch.arange(-(n - 1) / 2.0, (n - 1) / 2.0 + 1, dtype=torch.float)
-        g = torch.exp(x**2 / (-2 * (n * sigma_scale) ** 2))
-        out = g if out is None else out.unsqueeze(-1) * g
-    return out.clamp(min=max(out.min().item(), 1e-3))
-
-
-def patch_starts(n: int, p: int, overlap: float) -> list[int]:
-    """Window starts along one axis (MONAI's dense_patch_slices on the padded axis)."""
-    if n <= p:
-        return [-((p - n) // 2)]
-    step = max(1, int(p * (1 - overlap)))
-    count = next(d for d in range(math.ceil(n / step)) if d * step + p >= n) + 1
-    return [min(i * step, n - p) for i in range(count)]
 
 
 class ArraySource:
@@ -86,39 +68,25 @@ class ArraySource:
             out[(c, *dst)] = (block - np.float32(mean)) / np.float32(std)
         return torch.from_numpy(out)
 
-
-@torch.no_grad()
-def stage1_outputs(model: Cascade, src: ArraySource, device: str = "cpu"):
-    """Stage-1 probabilities and features on the coarse grid (1, C + F, x, y, z), built
-    from z-slabs of whole downsampling blocks; None for a single-stage model."""
-    if model.stage1 is None:
-        return None
-    f = model.cfg.stage1_factor
-    X, Y, Z = src.shape
-    step = f[2] * max(1, 32 // f[2])
-    low = torch.cat([downsample(src.read((0, 0, z), (X, Y, min(step, Z - z)))[None], f)
-                     for z in range(0, Z, step)], dim=4)
-    with autocast(device):
-        logits, feats = model.stage1_on_low(channels_last(low.to(device)))
-    probs = torch.softmax(logits.float(), dim=1)
-    return torch.cat([probs, feats.float()], dim=1).cpu()  # (1, C + F, x, y, z)
+    def release(self) -> None:
+        """Drop the memory-mapped pages read so far from resident memory."""
+        for arr in self.channels:
+            release_pages(arr)
 
 
-def channels_last(t: torch.Tensor | None) -> torch.Tensor | None:
-    """(B, C, X, Y, Z) in channels-last order: oneDNN convolves it without reordering
-    copies (about 15% faster and 50 MB less per 96^3 patch on CPU)."""
-    return None if t is None else t.contiguous(memory_format=torch.channels_last_3d)
-
-
-def predict_patch(model: Cascade, src: ArraySource, coarse, start, tta: int = 1, mc: int = 1,
+def predict_patch(model: Cascade, src: ArraySource, context, start, tta: int = 1, mc: int = 1,
                   device: str = "cpu"):
     """Mean class probabilities (C, *patch) of one window over its TTA flips x MC-dropout
     draws, and the fraction of draws whose argmax disagrees with the mean's (*patch; None
-    for a single draw). Draws are summed as they come, never stacked."""
+    for a single draw). Draws are summed as they come, never stacked.
+
+    Args:
+        context: ``start -> (probs_up, feats_up)``, the stage-1 outputs upsampled onto the
+            window (:class:`stitch.Stage1Context`); None for a single-stage model.
+    """
     patch = model.cfg.patch
     x = src.read(start, patch)[None].to(device)
-    probs_up, feats_up = (None, None) if coarse is None else _context(model, coarse, start,
-                                                                      src.shape, device)
+    probs_up, feats_up = (None, None) if context is None else context(start)
     draws = list(itertools.product(FLIPS[:max(1, tta)], range(max(1, mc))))
     total, votes = None, []
     for flips, _ in draws:
@@ -143,82 +111,100 @@ def predict_patch(model: Cascade, src: ArraySource, coarse, start, tta: int = 1,
     return mean, 1.0 - agree
 
 
-def _context(model: Cascade, coarse, start, shape, device):
-    up = upsample_region(coarse, start, model.cfg.patch, shape).to(device)
-    c = model.cfg.n_classes
-    return up[:, :c], up[:, c:]
+@torch.no_grad()
+def predict_regions(model: Cascade, src: ArraySource, on_box, layout: Layout | None = None,
+                    tta: int = 1, mc: int = 1, device: str = "cpu", progress=None,
+                    chunk: int = 8) -> dict:
+    """Predict ``src`` tile by tile, calling ``on_box(box, probs, disagreement)`` for each
+    finalised z-slab of each tile (``box`` = (x slice, y slice, z slice) of the volume;
+    probs (C, *box sizes) float32, disagreement (*box sizes) or None).
+
+    Args:
+        model: the cascade in eval mode (MC dropout switches its dropout layers on).
+        layout: overlaps, stage-1 window and tiles (default: :func:`memory.plan_layout`).
+        tta / mc: flips / dropout draws per window (1 = off).
+        progress: optional callable advanced by one per stage-2 window.
+
+    Returns:
+        facts for the sidecar: windows run per stage, tiles, overlaps.
+    """
+    cfg = model.cfg
+    layout = layout or plan_layout(cfg, src.shape)[0]
+    model.to(memory_format=torch.channels_last_3d)
+    starts = window_starts(src.shape, cfg.patch, layout.overlap)
+    weight = gaussian_importance(cfg.patch, cfg.sigma_scale)
+    window1 = layout.stage1_window
+    starts1 = (window_starts(stage1_grid(cfg, src.shape), window1, layout.overlap1)
+               if window1 else None)
+    regions = split_regions(src.shape, layout.tiles)
+    counts = {"windows": 0, "stage1_windows": 0}
+    shared = None
+    for region in regions:
+        ctx = None
+        if model.stage1 is not None:
+            ctx = Stage1Context(model, src, region, starts, window1, starts1, device, chunk,
+                                shared)
+            counts["stage1_windows"] += ctx.windows if shared is None else 0
+            shared = ctx if window1 is None else None
+
+        def one(start, ctx=ctx):
+            counts["windows"] += 1
+            if progress:
+                progress(1)
+            return predict_patch(model, src, ctx, start, tta, mc, device)
+
+        for z0, z1, probs, dis in stitch_slabs(one, starts, cfg.patch, weight, region,
+                                               src.shape[2], cfg.n_classes, chunk,
+                                               src.release):
+            on_box((slice(*region[0]), slice(*region[1]), slice(z0, z1)), probs, dis)
+        if ctx is not None and window1 is not None:
+            counts["stage1_windows"] += ctx.windows
+    src.release()
+    return {**counts, "tiles": len(regions), "overlap": layout.overlap,
+            "stage1_overlap": layout.overlap1 if window1 else None,
+            "stage1_window": list(window1) if window1 else None}
+
+
+def stream_predict(model: Cascade, src: ArraySource, on_slab, tta: int = 1, mc: int = 1,
+                   device: str = "cpu", progress=None, chunk: int = 8,
+                   layout: Layout | None = None) -> dict:
+    """:func:`predict_regions` on whole (X, Y) planes: ``on_slab(z0, z1, probs, disagreement)``
+    receives probs (C, X, Y, z1 - z0) for finalised z-ranges, in order, covering 0..Z once.
+    """
+    layout = layout or plan_layout(model.cfg, src.shape, target=2**62)[0]
+    if layout.tiles != (1, 1):
+        raise ValueError("stream_predict hands on whole planes: use predict_regions for tiles")
+    return predict_regions(model, src, lambda box, p, d: on_slab(box[2].start, box[2].stop,
+                                                                 p, d),
+                           layout, tta, mc, device, progress, chunk)
 
 
 @torch.no_grad()
-def stream_predict(model: Cascade, src: ArraySource, on_slab, tta: int = 1, mc: int = 1,
-                   device: str = "cpu", progress=None, chunk: int = 8) -> None:
-    """Predict ``src`` window by window, calling ``on_slab(z0, z1, probs, disagreement)``
-    for finalised z-ranges (at most ``chunk`` slices each), in order, covering 0..Z once.
-
-    Args:
-        model: the cascade, in eval mode (MC dropout switches its dropout layers on).
-        src: the normalised volume.
-        on_slab: receives probs (C, X, Y, z1 - z0) float32 and disagreement
-            (X, Y, z1 - z0) or None.
-        tta / mc: flips / dropout draws per window (1 = off).
-        progress: optional callable advanced by one per window.
-
-    Note:
-        Accumulators are kept per z-slice and dropped as soon as they are finalised, so at
-        most one patch depth of slices is alive.
-    """
-    cfg = model.cfg
-    model.to(memory_format=torch.channels_last_3d)
-    shape, patch = src.shape, cfg.patch
-    starts = [patch_starts(n, p, cfg.overlap) for n, p in zip(shape, patch)]
-    weight = gaussian_importance(patch, cfg.sigma_scale)
-    coarse = stage1_outputs(model, src, device)
-    X, Y, Z = shape
-    want_dis = max(1, tta) * max(1, mc) > 1
-    # Per z-slice sums. Every window's probabilities sum to 1 over classes, so the sum of
-    # weights is acc.sum(0) and needs no buffer of its own.
-    acc: dict[int, torch.Tensor] = {}    # z -> (C, X, Y) sum of weight * probs
-    dis: dict[int, torch.Tensor] = {}    # z -> (X, Y) sum of weight * disagreement
-    done = 0
-    zs = starts[2]
-    for r, z in enumerate(zs):
-        zr = range(max(z, 0), min(z + patch[2], Z))
-        for k in zr:
-            if k not in acc:
-                acc[k] = torch.zeros(cfg.n_classes, X, Y)
-                if want_dis:
-                    dis[k] = torch.zeros(X, Y)
-        for x, y in itertools.product(starts[0], starts[1]):
-            probs, disagree = predict_patch(model, src, coarse, (x, y, z), tta, mc, device)
-            box = tuple(slice(max(-s, 0), min(n - s, p)) for s, n, p in
-                        zip((x, y), (X, Y), patch[:2]))
-            dst = (slice(max(x, 0), min(x + patch[0], X)),
-                   slice(max(y, 0), min(y + patch[1], Y)))
-            w = weight[box]
-            wp = probs[(slice(None), *box)] * w          # (C, px, py, pz)
-            wd = disagree[box] * w if disagree is not None else None
-            for k in zr:
-                acc[k][(slice(None), *dst)] += wp[..., k - z]
-                if wd is not None:
-                    dis[k][dst] += wd[..., k - z]
-            if progress:
-                progress(1)
-        end = min(zs[r + 1], Z) if r + 1 < len(zs) else Z
-        for z0 in range(done, end, chunk):               # finalise [done, end)
-            ks = range(z0, min(z0 + chunk, end))
-            probs = torch.stack([acc.pop(k) for k in ks], dim=-1)   # (C, X, Y, n)
-            w = probs.sum(0)                                      # the weight sum
-            probs /= w
-            d = torch.stack([dis.pop(k) for k in ks], dim=-1) / w if want_dis else None
-            on_slab(ks.start, ks.stop, probs, d)
-        done = max(done, end)
+def stage1_outputs(model: Cascade, src: ArraySource, device: str = "cpu",
+                   layout: Layout | None = None):
+    """Stage-1 probabilities and features on the whole coarse grid (1, C + F, x, y, z), as
+    streaming inference computes them (whole, or windowed for large inputs); None for a
+    single-stage model. For references and the MONAI comparison: it holds the whole grid."""
+    if model.stage1 is None:
+        return None
+    layout = layout or plan_layout(model.cfg, src.shape, target=2**62)[0]
+    window1 = layout.stage1_window
+    low = stage1_grid(model.cfg, src.shape)
+    starts1 = window_starts(low, window1, layout.overlap1) if window1 else None
+    starts2 = window_starts(src.shape, model.cfg.patch, layout.overlap)
+    full = ((0, src.shape[0]), (0, src.shape[1]))
+    ctx = Stage1Context(model, src, full, starts2, window1, starts1, device)
+    if ctx.whole:
+        return ctx.slabs[0][2][None]
+    return torch.cat([values for _, _, values, _ in ctx._gen], dim=-1)[None]
 
 
 @torch.no_grad()
 def stitch_in_memory(model: Cascade, src: ArraySource, tta: int = 1, mc: int = 1,
-                     device: str = "cpu") -> torch.Tensor:
+                     device: str = "cpu", layout: Layout | None = None) -> torch.Tensor:
     """Reference: the same windows accumulated into a whole-volume (C, X, Y, Z) array."""
     cfg = model.cfg
+    layout = layout or plan_layout(cfg, src.shape, target=2**62)[0]
     model.to(memory_format=torch.channels_last_3d)
     patch = cfg.patch
     pad = [max(0, p - n) for n, p in zip(src.shape, patch)]
@@ -227,10 +213,15 @@ def stitch_in_memory(model: Cascade, src: ArraySource, tta: int = 1, mc: int = 1
     acc = torch.zeros(cfg.n_classes, *padded)
     wsum = torch.zeros(padded)
     weight = gaussian_importance(patch, cfg.sigma_scale)
-    coarse = stage1_outputs(model, src, device)
-    starts = [patch_starts(n, p, cfg.overlap) for n, p in zip(src.shape, patch)]
-    for start in itertools.product(*starts):
-        probs, _ = predict_patch(model, src, coarse, start, tta, mc, device)
+    coarse = stage1_outputs(model, src, device, layout)
+
+    def context(start):
+        up = upsample_region(coarse, start, patch, src.shape).to(device)
+        return up[:, :cfg.n_classes], up[:, cfg.n_classes:]
+
+    for start in itertools.product(*window_starts(src.shape, patch, layout.overlap)):
+        probs, _ = predict_patch(model, src, None if coarse is None else context, start, tta,
+                                 mc, device)
         box = tuple(slice(s + o, s + o + p) for s, o, p in zip(start, lo, patch))
         acc[(slice(None), *box)] += probs * weight
         wsum[box] += weight

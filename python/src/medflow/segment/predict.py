@@ -16,11 +16,13 @@ import torch
 
 from medflow.errors import InvalidDataError
 from medflow.io.images import write_nifti
+from medflow.io.mapped import release_pages
 from medflow.io.volume import Volume, same_space
 from medflow.segment.cascade import Cascade
 from medflow.segment.data import (needs_resampling, normalise, resampled_shape, resize,
                                   robust_stats)
-from medflow.segment.infer import ArraySource, stream_predict
+from medflow.segment.infer import ArraySource, predict_regions
+from medflow.segment.memory import Layout, PredictCost, check_limit, plan_layout
 from medflow.segment.uncertainty import labels_from_probs, uncertainty_maps
 
 IDENTITY_STATS = (-np.inf, np.inf, 0.0, 1.0)
@@ -118,13 +120,43 @@ def check_input(model: Cascade, channels: list[Volume], path=None) -> None:
             raise InvalidDataError("the input channels do not share one voxel grid", path)
 
 
+def plan_prediction(model: Cascade, channels: list[Volume], *, draws: int = 1,
+                    outputs_in_memory: int = 0, overlap: float | None = None,
+                    max_memory: int | None = None, path=None
+                    ) -> tuple[Layout, PredictCost, tuple[int, int, int]]:
+    """Layout (overlaps, stage-1 window, tiles) for these channels, the estimated peak, and
+    the grid predicted on (the model's spacing); refuses before any work when the estimate
+    exceeds ``max_memory`` bytes (:func:`memory.check_limit`: exit 2 or 65).
+
+    Args:
+        draws: TTA flips x MC-dropout draws per window.
+        outputs_in_memory: bytes of outputs held whole (``.nii.gz`` sinks).
+        overlap: explicit window overlap (None: the model's, lowered for large volumes).
+    """
+    cfg, first = model.cfg, channels[0]
+    in_memory = outputs_in_memory + sum(int(c.data.nbytes) for c in channels
+                                        if not isinstance(c.data, np.memmap))
+    grid, itemsize = first.shape3, first.data.dtype.itemsize
+    if needs_resampling(first.spacing, cfg.spacing):
+        grid, itemsize = resampled_shape(first.shape3, first.spacing, cfg.spacing), 4
+        full, small, c = int(np.prod(first.shape3)), int(np.prod(grid)), cfg.n_classes
+        # normalised frame, resized copy, probabilities + disagreement on the model grid,
+        # their resize back and the normalised result (see segment())
+        in_memory += 4 * (cfg.in_channels * (full + small) + 2 * (c + 1) * small
+                          + (2 * c + 2) * full)
+    layout, cost = plan_layout(cfg, grid, in_itemsize=itemsize, draws=draws,
+                               in_memory=in_memory, overlap=overlap, target=max_memory)
+    check_limit(cost, max_memory, path)
+    return layout, cost, grid
+
+
 def label_dtype(labels) -> np.dtype:
     return np.dtype(np.uint8 if 0 <= min(labels) and max(labels) < 256 else np.int16)
 
 
 def segment(model: Cascade, channels: list[Volume], label_out, prob_out=None, unc_out=None,
             tta: int = 1, mc: int = 1, uncertainty: str = "entropy", device: str = "cpu",
-            seed: int = 0, progress=None) -> dict:
+            seed: int = 0, progress=None, layout: Layout | None = None) -> dict:
     """Segment every frame of ``channels`` into the output arrays.
 
     Args:
@@ -135,9 +167,10 @@ def segment(model: Cascade, channels: list[Volume], label_out, prob_out=None, un
         tta / mc: test-time flips / MC-dropout draws per window.
         uncertainty: ``entropy`` or ``disagreement`` (needs tta or mc > 1).
         seed: seeds the MC-dropout draws (same seed, same bytes).
+        layout: from :func:`plan_prediction` (default: planned here, no memory limit).
 
     Returns:
-        facts for the sidecar (frames, resampled or not, windows).
+        facts for the sidecar (frames, resampled or not, windows and tiles, threads).
     """
     cfg = model.cfg
     check_input(model, channels)
@@ -156,6 +189,11 @@ def segment(model: Cascade, channels: list[Volume], label_out, prob_out=None, un
     stats = [robust_stats(c.data) for c in channels]
     resample = needs_resampling(first.spacing, cfg.spacing)
     n_samples = max(1, tta) * max(1, mc)
+    if layout is None:
+        layout = plan_prediction(model, channels, draws=n_samples)[0]
+    for c in channels:
+        release_pages(c.data)   # robust_stats read a strided sample of every plane
+    counts = {"windows": 0, "stage1_windows": 0}
 
     def frame(c: Volume, t: int):
         return c.data if c.data.ndim == 3 else c.data[..., t]
@@ -163,8 +201,8 @@ def segment(model: Cascade, channels: list[Volume], label_out, prob_out=None, un
     for t in range(first.n_frames):
         tix = () if first.data.ndim == 3 else (t,)
 
-        def write(z0, z1, probs, dis, tix=tix):
-            box = (slice(None), slice(None), slice(z0, z1), *tix)
+        def write(box, probs, dis, tix=tix):
+            box = (*box, *tix)
             label_out[box] = labels_from_probs(probs, cfg.labels).numpy()
             if prob_out is not None:
                 prob_out[box] = probs.permute(1, 2, 3, 0).numpy()
@@ -173,10 +211,18 @@ def segment(model: Cascade, channels: list[Volume], label_out, prob_out=None, un
                                         n_samples)
                 for name, arr in unc_out.items():
                     arr[box] = np.rint(maps[name].numpy()).astype(arr.dtype)
+            for arr in (label_out, prob_out, *(unc_out or {}).values()):
+                if arr is not None:
+                    release_pages(arr)   # written slabs go to the file, not stay resident
+
+        def run(src, on_box):
+            facts = predict_regions(model, src, on_box, layout, tta, mc, device, progress)
+            for k in counts:
+                counts[k] += facts[k]
+            return facts
 
         if not resample:
-            src = ArraySource([frame(c, t) for c in channels], stats)
-            stream_predict(model, src, write, tta, mc, device, progress)
+            facts = run(ArraySource([frame(c, t) for c in channels], stats), write)
             continue
         # Off-spacing input: predict on the model's grid in memory, interpolate back.
         image = torch.from_numpy(np.stack([normalise(frame(c, t), s)
@@ -186,16 +232,17 @@ def segment(model: Cascade, channels: list[Volume], label_out, prob_out=None, un
         probs = torch.zeros(cfg.n_classes, *size)
         dis = torch.zeros(size)
 
-        def keep(z0, z1, p, d):
-            probs[..., z0:z1] = p
+        def keep(box, p, d):
+            probs[(slice(None), *box)] = p
             if d is not None:
-                dis[..., z0:z1] = d
+                dis[box] = d
 
-        src = ArraySource(list(small.numpy()), [IDENTITY_STATS] * len(channels))
-        stream_predict(model, src, keep, tta, mc, device, progress)
+        facts = run(ArraySource(list(small.numpy()), [IDENTITY_STATS] * len(channels)), keep)
         back = resize(torch.cat([probs, dis[None]])[None], first.shape3)[0]
-        write(0, first.shape3[2], back[:-1] / back[:-1].sum(0, keepdim=True), back[-1])
+        write((slice(None),) * 3, back[:-1] / back[:-1].sum(0, keepdim=True), back[-1])
     return {"frames": first.n_frames, "resampled_to_model_spacing": bool(resample),
             "axes_reordered_for_model": list(order) if order is not None else None,
             "model_spacing_mm": list(cfg.spacing), "tta": tta, "mc_samples": mc,
-            "uncertainty": uncertainty}
+            "uncertainty": uncertainty, **counts, "tiles": facts["tiles"],
+            "overlap": facts["overlap"], "stage1_overlap": facts["stage1_overlap"],
+            "stage1_window": facts["stage1_window"], "threads": torch.get_num_threads()}

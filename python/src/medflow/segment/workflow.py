@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from medflow.errors import InvalidDataError
 from medflow.io.atomic import atomic_outputs
@@ -20,7 +19,6 @@ from medflow.io.images import read_image
 from medflow.io.outputs import check_outputs
 from medflow.io.paths import inside
 from medflow.io.sidecar import Timer, make_sidecar, sidecar_path, write_json
-from medflow.io.tables import write_table
 
 log = logging.getLogger("medflow")
 CURVE, CURVE_PNG, TRAIN_SIDECAR = "training_curve.parquet", "training_curve.png", "train.json"
@@ -31,18 +29,13 @@ NAMES = {"cardiac": {0: "background", 1: "LV", 2: "myocardium", 3: "RV"},
 
 
 def build_config(samples, labels, spacing, patch, stage1_factor, channels, levels, stages,
-                 regions, in_channels, kind: str = "generic"):
-    """Plan the architecture from the data: patch clipped to the volumes, pools/kernels
-    from :func:`config.plan_levels` (anisotropy-aware), stage-1 grid from the factor."""
-    from medflow.segment.config import CascadeConfig, plan_levels, stage1_factors
+                 regions, in_channels, kind: str = "generic", memory_budget=None,
+                 copies: int = 1):
+    """Plan the architecture from the data (:func:`plan.plan_cascade`: patch, levels,
+    widths, stage-1 factor under ``memory_budget`` bytes; explicit options kept) and add
+    labels and regions. Returns the :class:`plan.Plan` (its ``config`` is the model's)."""
+    from medflow.segment.plan import DEFAULT_BUDGET, Fingerprint, plan_cascade
 
-    largest = np.max([s.classes.shape for s in samples], axis=0)
-    smallest = np.min([s.classes.shape for s in samples], axis=0)
-    patch = tuple(int(min(p, n)) for p, n in zip(patch, largest))
-    pools2, kernels2, _ = plan_levels(patch, spacing, levels)
-    f = stage1_factors(spacing, stage1_factor)
-    low = [math.ceil(n / k) for n, k in zip(smallest, f)]
-    pools1, kernels1, _ = plan_levels(low, [s * k for s, k in zip(spacing, f)], levels)
     if regions != "none" and not set(labels) >= {0, 1, 2, 4} and not set(labels) >= {0, 1, 2, 3}:
         raise InvalidDataError(f"--regions brats needs BraTS labels, found {list(labels)}")
     reg = {}
@@ -50,13 +43,12 @@ def build_config(samples, labels, spacing, patch, stage1_factor, channels, level
         et = 4 if 4 in labels else 3
         reg = {k: tuple(et if v == 4 else v for v in vals) for k, vals in REGIONS[regions].items()}
     names = NAMES.get(kind, {0: "background"})
-    return CascadeConfig(
-        in_channels=in_channels, labels=tuple(labels),
-        label_names=tuple(names.get(v, f"label_{v}") for v in labels), regions=reg,
-        stages=stages, channels1=tuple(max(4, channels // 2) * 2**i for i in range(levels)),
-        channels2=tuple(channels * 2**i for i in range(levels)), pools1=pools1, pools2=pools2,
-        kernels1=kernels1, kernels2=kernels2, stage1_factor=f, patch=patch,
-        spacing=tuple(float(s) for s in spacing))
+    fp = Fingerprint.of([s.classes.shape for s in samples], spacing)
+    return plan_cascade(fp, memory_budget or DEFAULT_BUDGET, patch=patch,
+                        stage1_factor=stage1_factor, channels=channels, levels=levels,
+                        stages=stages, copies=copies, in_channels=in_channels,
+                        labels=tuple(labels), regions=reg,
+                        label_names=tuple(names.get(v, f"label_{v}") for v in labels))
 
 
 def train_outputs(out: Path) -> list[Path]:
@@ -68,8 +60,9 @@ def train_outputs(out: Path) -> list[Path]:
 
 def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1_factor,
                 augment, val_fraction, channels, levels, lr, stages, regions, resume, device,
-                seed, samplesheet, progress=False) -> dict:
-    """Train from a samplesheet into ``out``; returns the model card."""
+                seed, samplesheet, progress=False, memory_budget=None, announce=None) -> dict:
+    """Train from a samplesheet into ``out``; returns the model card. ``announce`` receives
+    the plan's one-line summary before training starts (default: the log, at info)."""
     import torch
     from tqdm import tqdm
 
@@ -88,17 +81,19 @@ def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1
         raise InvalidDataError("no labelled frames in the samplesheet", samplesheet)
     if prior:
         model, _ = load_model(out, device)
-        history = prior["training"]["history"]
+        history, plan_card = prior["training"]["history"], prior.get("plan")
     else:
-        cfg = build_config(samples, labels, spacing, patch, stage1_factor, channels, levels,
-                           stages, regions, len(image_roles), df.attrs.get("kind", "generic"))
+        plan = build_config(samples, labels, spacing, patch, stage1_factor, channels, levels,
+                            stages, regions, len(image_roles), df.attrs.get("kind", "generic"),
+                            memory_budget, 2 if augment == "gin-ipa" else 1)
+        (announce or log.info)(plan.line())
         torch.manual_seed(seed)
-        model, history = Cascade(cfg).to(device), []
+        model, history, plan_card = Cascade(plan.config).to(device), [], plan.card()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-5)
     if prior:
         load_optimizer(out, opt)
     train_set, val_set = split_subjects(samples, val_fraction, seed)
-    base = {"labels": list(labels), "label_names": list(model.cfg.label_names),
+    base = {"plan": plan_card, "labels": list(labels), "label_names": list(model.cfg.label_names),
             "spacing_mm": list(spacing), "normalisation": model.cfg.normalisation,
             "training": {"image_roles": list(image_roles), "label_role": label_role,
                          "data_sha256": training_checksum(df, (*image_roles, label_role)),
@@ -135,6 +130,9 @@ def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1
 def write_curve(out: Path, history: list[dict]) -> None:
     """Training curve as Parquet and PNG (loss and validation Dice per epoch)."""
     import matplotlib
+    import pandas as pd
+
+    from medflow.io.tables import write_table
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -165,13 +163,15 @@ def uncertainty_paths(path: Path, regions: dict) -> dict[str, Path]:
 
 def predict_files(model, card, model_dir, inputs, output, probabilities=None,
                   uncertainty=None, *, tta=1, mc=1, kind="entropy", device="cpu", seed=0,
-                  progress=False) -> Path:
+                  progress=False, overlap=None, max_memory=None) -> Path:
     """Read the input channel(s) (uncompressed NIfTI memory-mapped), segment every frame,
-    write the label map (and probabilities, uncertainty) atomically with a JSON sidecar."""
+    write the label map (and probabilities, uncertainty) atomically with a JSON sidecar.
+    The memory estimate is checked against ``max_memory`` (bytes) before any output."""
     from tqdm import tqdm
 
-    from medflow.segment.infer import patch_starts
-    from medflow.segment.predict import NiftiSink, check_input, label_dtype, segment
+    from medflow.segment.memory import windows_run
+    from medflow.segment.predict import (NiftiSink, check_input, label_dtype, plan_prediction,
+                                         segment)
 
     timer = Timer()
     cfg = model.cfg
@@ -181,32 +181,43 @@ def predict_files(model, card, model_dir, inputs, output, probabilities=None,
     check_input(model, vols, inputs[0])
     first = vols[0]
     shape, affine = tuple(first.data.shape), first.affine
-    windows = first.n_frames * math.prod(len(patch_starts(n, p, cfg.overlap))
-                                         for n, p in zip(first.shape3, cfg.patch))
+    unc_paths = uncertainty_paths(uncertainty, cfg.regions) if uncertainty else {}
+    voxels = math.prod(shape)
+    held = sum(n for path, n in [(output, label_dtype(cfg.labels).itemsize),
+                                 (probabilities, 4 * cfg.n_classes),
+                                 *[(p, 1) for p in unc_paths.values()]]
+               if path is not None and not str(path).lower().endswith(".nii")) * voxels
+    layout, cost, grid = plan_prediction(model, vols, draws=max(1, tta) * max(1, mc),
+                                         outputs_in_memory=held, overlap=overlap,
+                                         max_memory=max_memory, path=inputs[0])
+    windows = first.n_frames * windows_run(cfg, grid, layout)
     with atomic_outputs() as out:
         label = NiftiSink(out.path(output), shape, affine, label_dtype(cfg.labels), "label")
         prob = (NiftiSink(out.path(probabilities), (*shape, cfg.n_classes), affine,
                           np.float32) if probabilities else None)
-        unc = ({name: NiftiSink(out.path(p), shape, affine, np.uint8)
-                for name, p in uncertainty_paths(uncertainty, cfg.regions).items()}
-               if uncertainty else {})
+        unc = {name: NiftiSink(out.path(p), shape, affine, np.uint8)
+               for name, p in unc_paths.items()}
         with tqdm(total=windows, disable=not progress, desc="predict", unit="window") as bar:
             facts = segment(model, vols, label.array, prob.array if prob else None,
                             {k: s.array for k, s in unc.items()}, tta, mc, kind, device, seed,
-                            bar.update)
+                            bar.update, layout)
         for sink in (label, prob, *unc.values()):
             if sink is not None:
                 sink.close()
         timer.mark("predict_s")
         params = {"tta": tta, "mc_samples": mc, "uncertainty_kind": kind, "seed": seed,
-                  "device": device, "model": str(model_dir), "overlap": cfg.overlap}
+                  "device": device, "model": str(model_dir), "overlap": overlap,
+                  "max_memory_bytes": max_memory}
         ins = {f"input_{i}": p for i, p in enumerate(inputs)}
         ins["model_weights"] = Path(model_dir) / "model.safetensors"
         extra = {"outputs": {"labels": str(output), "probabilities": probabilities,
-                             "uncertainty": [str(p) for p in uncertainty_paths(
-                                 uncertainty, cfg.regions).values()] if uncertainty else []},
+                             "uncertainty": [str(p) for p in unc_paths.values()]},
                  "geometry": first.geometry(), "labels": list(cfg.labels),
-                 "label_names": list(cfg.label_names), **facts}
+                 "label_names": list(cfg.label_names), **facts,
+                 "windows_per_frame": facts["windows"] // max(1, first.n_frames),
+                 "memory_estimate_bytes": {"total": cost.total, "fixed": cost.fixed,
+                                           "streaming": cost.streaming,
+                                           "whole_volume": cost.in_memory}}
         write_json(make_sidecar("segment-cascaded predict", params, ins, timer, **extra),
                    out.path(sidecar_path(output)))
     return Path(output)
