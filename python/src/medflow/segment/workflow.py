@@ -28,7 +28,7 @@ NAMES = {"cardiac": {0: "background", 1: "LV", 2: "myocardium", 3: "RV"},
 
 
 def build_config(samples, labels, spacing, patch, stage1_factor, channels, levels, stages,
-                 regions, in_channels, kind: str = "generic"):
+                 regions, in_channels, kind: str = "generic", context: tuple[str, ...] = ()):
     """Plan the architecture from the data: patch clipped to the volumes, pools/kernels
     from :func:`config.plan_levels` (anisotropy-aware), stage-1 grid from the factor."""
     from medflow.segment.config import CascadeConfig, plan_levels, stage1_factors
@@ -48,7 +48,7 @@ def build_config(samples, labels, spacing, patch, stage1_factor, channels, level
         reg = {k: tuple(et if v == 4 else v for v in vals) for k, vals in REGIONS[regions].items()}
     names = NAMES.get(kind, {0: "background"})
     return CascadeConfig(
-        in_channels=in_channels, labels=tuple(labels),
+        in_channels=in_channels, context_frames=tuple(context), labels=tuple(labels),
         label_names=tuple(names.get(v, f"label_{v}") for v in labels), regions=reg,
         stages=stages, channels1=tuple(max(4, channels // 2) * 2**i for i in range(levels)),
         channels2=tuple(channels * 2**i for i in range(levels)), pools1=pools1, pools2=pools2,
@@ -58,8 +58,12 @@ def build_config(samples, labels, spacing, patch, stage1_factor, channels, level
 
 def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1_factor,
                 augment, val_fraction, channels, levels, lr, stages, regions, resume, device,
-                seed, samplesheet, progress=False) -> dict:
-    """Train from a samplesheet into ``out``; returns the model card."""
+                seed, samplesheet, context: tuple[str, ...] = (), phase_weight: float = 0.0,
+                phase_loss_weight: float = 0.0, progress=False) -> dict:
+    """Train from a samplesheet into ``out``; returns the model card.
+
+    ``context``: temporal context frames (:mod:`segment.context`); a resumed run keeps the
+    saved model's."""
     import torch
     from tqdm import tqdm
 
@@ -69,11 +73,15 @@ def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1
     from medflow.segment.train import TrainOptions, split_subjects, train
 
     timer = Timer()
-    opts = TrainOptions(epochs=epochs, lr=lr, augment=augment, seed=seed)
+    opts = TrainOptions(epochs=epochs, lr=lr, augment=augment, phase_weight=phase_weight,
+                        phase_loss_weight=phase_loss_weight, seed=seed)
     prior = read_card(out) if resume and (Path(out) / "model.json").exists() else None
     known = tuple(prior["config"]["labels"]) if prior else None
     spacing = tuple(prior["config"]["spacing"]) if prior else None
-    samples, labels, spacing = load_training_samples(df, image_roles, label_role, known, spacing)
+    if prior:
+        context = tuple(prior["config"].get("context_frames", ()))
+    samples, labels, spacing = load_training_samples(df, image_roles, label_role, known, spacing,
+                                                     context)
     if not samples:
         raise InvalidDataError("no labelled frames in the samplesheet", samplesheet)
     if prior:
@@ -81,7 +89,8 @@ def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1
         history = prior["training"]["history"]
     else:
         cfg = build_config(samples, labels, spacing, patch, stage1_factor, channels, levels,
-                           stages, regions, len(image_roles), df.attrs.get("kind", "generic"))
+                           stages, regions, len(image_roles), df.attrs.get("kind", "generic"),
+                           context)
         torch.manual_seed(seed)
         model, history = Cascade(cfg).to(device), []
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-5)
@@ -90,6 +99,7 @@ def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1
     train_set, val_set = split_subjects(samples, val_fraction, seed)
     base = {"labels": list(labels), "label_names": list(model.cfg.label_names),
             "spacing_mm": list(spacing), "normalisation": model.cfg.normalisation,
+            "input": input_card(model.cfg, image_roles),
             "training": {"image_roles": list(image_roles), "label_role": label_role,
                          "data_sha256": training_checksum(df, (*image_roles, label_role)),
                          "subjects": int(df.shape[0]), "samples": len(samples),
@@ -117,9 +127,21 @@ def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1
         save_model(out, model, card, opt)
     timer.mark("train_s")
     with atomic_outputs() as o:
-        write_json(make_sidecar("segment-cascaded train", {**vars(opts), "stages": stages},
+        write_json(make_sidecar("segment-cascaded train", {**vars(opts), "stages": stages,
+                                "context_frames": list(model.cfg.context_frames)},
                                 {"samplesheet": samplesheet}, timer), o.path(out / "train.json"))
     return card
+
+
+def input_card(cfg, image_roles) -> dict:
+    """What ``predict`` must be given and builds: the image roles in order, whether a cine
+    is needed, and the network's channels (each role at the frame, then at each context
+    frame)."""
+    frames = ["t"] + ["frame 0 (ED)" if c == "ed" else f"t{c} (cyclic)"
+                      for c in cfg.context_frames]
+    return {"image_roles": list(image_roles), "context_frames": list(cfg.context_frames),
+            "needs_cine": bool(cfg.context_frames),
+            "network_channels": [f"{r} at {f}" for f in frames for r in image_roles]}
 
 
 def write_curve(out: Path, history: list[dict]) -> None:
@@ -155,7 +177,7 @@ def uncertainty_paths(path: Path, regions: dict) -> dict[str, Path]:
 
 def predict_files(model, card, model_dir, inputs, output, probabilities=None,
                   uncertainty=None, *, tta=1, mc=1, kind="entropy", device="cpu", seed=0,
-                  progress=False) -> Path:
+                  ventricle_anatomy=True, progress=False) -> Path:
     """Read the input channel(s) (uncompressed NIfTI memory-mapped), segment every frame,
     write the label map (and probabilities, uncertainty) atomically with a JSON sidecar."""
     from tqdm import tqdm
@@ -181,13 +203,14 @@ def predict_files(model, card, model_dir, inputs, output, probabilities=None,
         with tqdm(total=windows, disable=not progress, desc="predict", unit="window") as bar:
             facts = segment(model, vols, label.array, prob.array if prob else None,
                             {k: s.array for k, s in unc.items()}, tta, mc, kind, device, seed,
-                            bar.update)
+                            bar.update, ventricle_anatomy)
         for sink in (label, prob, *unc.values()):
             if sink is not None:
                 sink.close()
         timer.mark("predict_s")
         params = {"tta": tta, "mc_samples": mc, "uncertainty_kind": kind, "seed": seed,
-                  "device": device, "model": str(model_dir), "overlap": cfg.overlap}
+                  "device": device, "model": str(model_dir), "overlap": cfg.overlap,
+                  "ventricle_anatomy": ventricle_anatomy}
         ins = {f"input_{i}": p for i, p in enumerate(inputs)}
         ins["model_weights"] = Path(model_dir) / "model.safetensors"
         extra = {"outputs": {"labels": str(output), "probabilities": probabilities,
