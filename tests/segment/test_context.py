@@ -142,3 +142,27 @@ def test_phase_weights_favour_frames_far_from_ed():
                             for _ in range(400)])
     assert np.bincount(draws)[2] > 3 * np.bincount(draws)[0]
     assert sorted(epoch_order(rng, 3)) == [0, 1, 2]
+
+
+def test_a_model_card_from_before_temporal_context_still_predicts(runner, cohort, tiny_model,
+                                                                  tmp_path):
+    """Cards written before ``context_frames`` and ``input`` existed load as models without
+    context and segment exactly as before."""
+    import shutil
+
+
+    from medflow.segment.cli import segment_cascaded
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_model, old)
+    card = json.loads((old / "model.json").read_text())
+    card["config"].pop("context_frames")
+    card.pop("input", None)
+    (old / "model.json").write_text(json.dumps(card))
+    image = cohort.parent / pd.read_csv(cohort)["sa"].iloc[0]
+    for name, model in (("new", tiny_model), ("old", old)):
+        res = runner.invoke(segment_cascaded, ["predict", "--model", str(model), "--input",
+                                               str(image), "--output",
+                                               str(tmp_path / f"{name}.nii.gz")])
+        assert res.exit_code == 0, res.output
+    assert ((tmp_path / "old.nii.gz").read_bytes() == (tmp_path / "new.nii.gz").read_bytes())
