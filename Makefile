@@ -44,7 +44,7 @@ test: $(STAMP) tools
 
 # Synthetic cardiac cohort -> small model trained on it -> pipeline -> report. --resume:
 # a second `make demo` redoes only what changed.
-DEMO_COLUMNS := subject lvedv_voxel_ml lvesv_voxel_ml lvef_voxel_pct lvef_true_pct lvm_voxel_g rvedv_voxel_ml qc_pass lv_dice uncertainty_score
+DEMO_COLUMNS := subject lvedv_voxel_ml lvedv_true_ml lvesv_voxel_ml lvesv_true_ml lvef_voxel_pct lvef_true_pct lvm_voxel_g lvm_true_g qc_pass lv_dice uncertainty_score
 demo: $(STAMP)
 	$(MEDFLOW) demo-cohort --kind cardiac --subjects 8 --frames 10 --seed 0 --out "$(DEMO)/cohort" --jobs 2
 	$(MEDFLOW) pipeline --input "$(DEMO)/cohort/samplesheet.csv" --outdir "$(DEMO)/results" \

@@ -132,6 +132,8 @@ def main() -> None:
                     help="also test on the other contrast")
     ap.add_argument("--model", type=Path, default=None,
                     help="evaluate this model folder instead of training one")
+    ap.add_argument("--predict-extra", default="", help='more predict options, one string: '
+                    '--predict-extra "--no-ventricle-anatomy"')
     ap.add_argument("--extra", default="", help='more train options, one string: '
                     '--extra "--temporal-context ed"')
     a = ap.parse_args()
@@ -152,14 +154,15 @@ def main() -> None:
                 "--augment", a.augment, "--val-fraction", a.val_fraction,
                 *shlex.split(a.extra))
     report = {"tag": a.tag, "contrast": a.contrast, "model": str(model),
-              "train_subjects": a.train_subjects, "extra": a.extra, "epochs": a.epochs,
+              "train_subjects": a.train_subjects, "extra": a.extra,
+              "predict_extra": a.predict_extra, "epochs": a.epochs,
               "train_s": round(time.perf_counter() - t0, 1),
               "train_cpu_s": round(_child_cpu() - c0, 1), "tests": {}}
     for name, sheet in tests.items():
         res = a.workdir / f"pred_{a.tag}_{name}"
         t0 = time.perf_counter()
         medflow("segment-cascaded", "predict", "--model", str(model), "--samplesheet",
-                str(sheet), "--outdir", str(res))
+                str(sheet), "--outdir", str(res), *shlex.split(a.predict_extra))
         rows = subject_rows(sheet, res)
         report["tests"][name] = {"predict_s": round(time.perf_counter() - t0, 1),
                                  **summary(rows)}
