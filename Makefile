@@ -46,7 +46,7 @@ test: $(STAMP) tools
 # <eid>_20209_2_0.zip and <eid>_20208_2_0.zip; the samplesheet names series inside them,
 # <zip>#<series>, beside the labels and truth.json) -> small model trained on it -> pipeline
 # from the zips -> report. --resume: a second `make demo` redoes only what changed.
-DEMO_COLUMNS := subject lv_ed_ml lv_es_ml lv_ef_pct myo_mass_g rv_ed_ml lv_dice uncertainty_score
+DEMO_COLUMNS := subject lvedv_voxel_ml lvedv_true_ml lvesv_voxel_ml lvesv_true_ml lvef_voxel_pct lvef_true_pct lvm_voxel_g lvm_true_g qc_pass lv_dice uncertainty_score
 demo: $(STAMP)
 	$(MEDFLOW) demo-cohort --kind cardiac --format ukbb --subjects 8 --frames 10 --seed 0 \
 	    --out "$(DEMO)/cohort" --jobs 2

@@ -52,14 +52,14 @@ def test_end_to_end_resume_and_changed_input(runner, cohort, tiny_model, tmp_pat
     cohort_table = pd.read_parquet(out / "cohort.parquet")
     assert list(cohort_table["subject"]) == SUBJECTS
     assert (cohort_table["status"] == "ok").all()
-    for col in ("lv_ed_ml", "lv_es_ml", "myo_mass_g", "lv_ef_pct", "uncertainty_score",
-                "lv_dice", "sa_spacing_x_mm"):
+    for col in ("lvedv_voxel_ml", "lvesv_voxel_ml", "lvm_voxel_g", "lvef_voxel_pct",
+                "uncertainty_score", "qc_pass", "lv_dice", "sa_spacing_x_mm"):
         assert cohort_table[col].notna().all(), col
     # volumes from the segmentation: voxel count x voxel volume at the ED frame
     s0 = read_image(out / "segment" / "s0" / "s0_sa_seg.nii.gz", kind="label")
     ed = int(cohort_table.loc[0, "ed_frame"])
     expected = (np.asarray(s0.data)[..., ed] == 1).sum() * np.prod(s0.spacing) / 1000
-    assert cohort_table.loc[0, "lv_ed_ml"] == np.round(expected, 3)
+    assert cohort_table.loc[0, "lvedv_voxel_ml"] == np.round(expected, 3)
     info = out / "pipeline_info"
     assert json.loads((info / "versions.json").read_text())["medflow"]
     assert json.loads((info / "params.json").read_text())["jobs"] == 2
@@ -115,7 +115,7 @@ def test_corrupt_subject_fails_alone(runner, cohort, tiny_model, tmp_path):
     assert not list((out / "preprocess").glob("s1/*.nii.gz"))
     table = pd.read_parquet(out / "cohort.parquet").set_index("subject")
     assert table.loc["s1", "status"].startswith("failed in preprocess (exit 65)")
-    assert np.isnan(table.loc["s1", "lv_ed_ml"]) and table.loc["s0", "lv_ed_ml"] > 0
+    assert np.isnan(table.loc["s1", "lvedv_voxel_ml"]) and table.loc["s0", "lvedv_voxel_ml"] > 0
     scored = pd.read_parquet(out / "uncertainty" / "score-uncertainty.parquet")
     assert list(scored["subject"]) == ["s0", "s2"]
 

@@ -28,7 +28,7 @@ def test_train_on_labelled_subjects_then_segment_everyone(runner, tiny_cohort, t
     scored = pd.read_parquet(out / "uncertainty" / "score-uncertainty.parquet")
     assert list(scored["subject"]) == ["s0", "s1"]
     table = pd.read_parquet(out / "cohort.parquet").set_index("subject")
-    assert table.loc["s2", "lv_ed_ml"] >= 0 and pd.isna(table.loc["s2", "uncertainty_score"])
+    assert table.loc["s2", "lvedv_voxel_ml"] >= 0 and pd.isna(table.loc["s2", "uncertainty_score"])
     assert "<h2>train</h2>" in (out / "report" / "index.html").read_text()
 
     # only the cohort-level scoring again, with the model trained above

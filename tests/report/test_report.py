@@ -56,16 +56,20 @@ def test_report_gathers_tables_and_renders(runner, results):
     res = runner.invoke(cli, ["report", "--results", str(results)])
     assert res.exit_code == 0, res.output
     table = pd.read_parquet(results / "cohort.parquet").set_index("subject")
-    assert table.loc["a", "lv_ed_ml"] == 2.0 and table.loc["a", "lv_es_ml"] == 1.0
-    assert table.loc["a", "lv_ef_pct"] == 50.0
-    assert table.loc["b", "ed_frame"] == 1 and table.loc["b", "lv_ef_pct"] == 25.0
-    assert table.loc["a", "myo_ed_ml"] == 1.0 and table.loc["a", "myo_mass_g"] == 1.05
-    assert table.loc["a", "rv_ed_ml"] == 0.5 and table.loc["a", "sa_spacing_z_mm"] == 5.0
+    assert table.loc["a", "lvedv_voxel_ml"] == 2.0 and table.loc["a", "lvesv_voxel_ml"] == 1.0
+    assert table.loc["a", "lvef_voxel_pct"] == 50.0 and table.loc["a", "ed_rule"] == "first"
+    # ED is frame 0 (UK Biobank), ES the smallest LV: b's LV grows, so its EF is 0, flagged
+    assert table.loc["b", "ed_frame"] == 0 and table.loc["b", "es_frame"] == 0
+    assert table.loc["b", "lvef_voxel_pct"] == 0.0 and not table.loc["b", "qc_pass"]
+    assert "LV volume curve is flat" in table.loc["b", "qc_reasons"]
+    assert table.loc["a", "lvm_voxel_g"] == 1.05
+    assert table.loc["a", "rvedv_voxel_ml"] == 0.5 and table.loc["a", "sa_spacing_z_mm"] == 5.0
     assert table.loc["a", "unc_foreground_mean"] == 40.0
     assert (results / "segment" / "segment.parquet").exists()
     assert (results / "preprocess" / "preprocess.parquet").exists()
     page = (results / "report" / "index.html").read_text()
-    assert "<h2>segment</h2>" in page and "lv_ef_pct" in page
+    assert "<h2>segment</h2>" in page and "lvef_voxel_pct" in page
+    assert "measured against truth" not in page  # no truth.json: no comparison
     assert not re.search(r"(src|href)=\"(https?:)?//", page)  # nothing from a network
     images = re.findall(r'<img src="([^"]+)"', page)
     assert "overlay_a.png" in images and "segment_volumes.png" in images
@@ -77,3 +81,26 @@ def test_report_gathers_tables_and_renders(runner, results):
 def test_report_of_missing_folder(runner, tmp_path):
     res = runner.invoke(cli, ["report", "--results", str(tmp_path / "none")])
     assert res.exit_code == 66 and "results folder not found" in res.output
+
+
+def test_report_shows_measured_against_truth(runner, results, tmp_path):
+    """With the run's samplesheet naming truth.json files (as params.json records it), the
+    cohort table carries the true values and the report compares them."""
+    for sub, ef in (("a", 55.0), ("b", 10.0)):
+        (tmp_path / f"truth_{sub}.json").write_text(json.dumps(
+            {"lvef_pct": ef, "lvedv_ml": 2.1, "lvesv_ml": 1.0, "lv_mass_g": 1.0}))
+    pd.DataFrame({"subject": ["a", "b"], "sa": ["a.nii.gz", "b.nii.gz"],
+                  "truth": ["truth_a.json", "truth_b.json"]}).to_csv(tmp_path / "sheet.csv",
+                                                                     index=False)
+    (results / "pipeline_info").mkdir()
+    (results / "pipeline_info" / "params.json").write_text(
+        json.dumps({"input": str(tmp_path / "sheet.csv")}))
+    res = runner.invoke(cli, ["report", "--results", str(results)])
+    assert res.exit_code == 0, res.output
+    table = pd.read_parquet(results / "cohort.parquet").set_index("subject")
+    assert table.loc["a", "lvef_true_pct"] == 55.0 and table.loc["b", "lvm_true_g"] == 1.0
+    page = (results / "report" / "index.html").read_text()
+    assert "measured against truth" in page and "lvef_true_pct" in page
+    # a: 50 vs 55, b: 0 vs 10 -> mean error -7.5 points, mean absolute 7.5
+    assert "-7.5" in page
+    assert (results / "report" / "truth.png").read_bytes()[:4] == b"\x89PNG"

@@ -47,3 +47,27 @@ def test_gin_ipa_gives_two_zscored_copies_with_the_same_labels():
     assert images.shape == (2, 1, 16, 16, 4) and labels.shape == classes.shape
     for copy in images:
         assert abs(float(copy.std()) - 1) < 1e-4
+
+
+def test_spatial_augmentation_never_resamples_across_thick_slices():
+    """A 10 mm stack at 1.8 mm pixels: every augmented slice is one whole input slice (its
+    image and its labels), so the basal slice's label never comes from a neighbour or from
+    outside the stack (which taught 'the basal slice is background')."""
+    from medflow.segment.augment import apply_spatial, sample_spatial
+
+    spacing = (1.8, 1.8, 10.0)
+    z = torch.arange(11, dtype=torch.float32)
+    image = z.expand(1, 20, 16, 11).clone()                   # slice k holds the value k
+    classes = (z.long() + 1).expand(20, 16, 11).clone()       # and the label k + 1
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        p = sample_spatial(rng, spacing)
+        assert p["scale"][2] == 1.0 and p["scale"][0] == p["scale"][1] != 1.0
+        img, lab = apply_spatial(image, classes, p, spacing)
+        source = torch.flip(z, [0]) if p["flip"][2] else z
+        for k in range(11):
+            assert torch.allclose(img[0, ..., k], source[k].expand(20, 16), atol=1e-4)
+            assert set(lab[..., k].unique().tolist()) <= {0, int(source[k]) + 1}
+            assert (lab[..., k] == int(source[k]) + 1).any()
+    iso = sample_spatial(rng, (1.0, 1.0, 1.0))["scale"]
+    assert iso[0] == iso[1] == iso[2] != 1.0

@@ -268,7 +268,7 @@ def finish(opts: Options, result: RunResult, info: Path, report: bool = True) ->
     order = {s.name: i for i, s in enumerate(STAGES)}
     result.outcomes.sort(key=lambda o: (order[o.stage], o.subject or ""))
     execute.write_trace(result.outcomes, info / "trace.parquet")
-    collect(opts.outdir, result.status)
+    collect(opts.outdir, result.status, opts.input)
     if opts.report and report:
         from medflow.report.render import render_report
 

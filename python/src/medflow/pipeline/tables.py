@@ -1,10 +1,13 @@
 """Tables of a results folder: the per-stage tables the tools do not write themselves and
 ``results/cohort.parquet``, one row per subject with every stage's columns.
 
-Cardiac volumes come from the segmentation: voxel counts x voxel volume, per frame; end
-diastole (ED) is the frame with the largest LV blood pool, end systole (ES) the smallest.
-Myocardial mass uses the density of the demo cohort's ``truth.json`` (1.05 g/mL), so
-measured and true masses compare.
+Cardiac function comes from the short-axis segmentation by voxel counting, the UK Biobank
+way (:mod:`medflow.cardiac`): ED = frame 0, ES = the frame of minimum LV blood pool
+(``ed_rule`` says so in the table). These columns carry ``_voxel`` in their names
+(``lvef_voxel_pct``): mesh-based twins from the motion tool use the plain names. Every cine
+row carries ``qc_pass``/``qc_reasons`` (ukbb_cardiac short-axis rules at ED and ES, and the
+LV/RV volume curves). When the samplesheet has a ``truth`` column (``truth.json`` of a
+synthetic cohort), the true values stand beside the measured ones (``lvef_true_pct``).
 """
 
 from __future__ import annotations
@@ -15,13 +18,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medflow.cardiac import short_axis_qc, volume_curve_reasons, voxel_phenotypes
 from medflow.io.atomic import atomic_outputs
 from medflow.io.images import read_image
 from medflow.io.tables import read_table, write_table
-from medflow.cardiac.labels import MYOCARDIUM_DENSITY_G_PER_ML as MYOCARDIUM_DENSITY
 from medflow.pipeline.stages import get_stage
 
 SHORT = {"LV": "lv", "myocardium": "myo", "RV": "rv"}  # UK Biobank label names -> prefixes
+ED_RULE = "first"  # UK Biobank cines are triggered at the R wave: ED is frame 0
+#: phenotype key of :func:`medflow.cardiac.voxel_phenotypes` -> cohort column (voxel counts)
+VOXEL_COLUMNS = {"lvedv_ml": "lvedv_voxel_ml", "lvesv_ml": "lvesv_voxel_ml",
+                 "lvsv_ml": "lvsv_voxel_ml", "lvef_pct": "lvef_voxel_pct", "lvm_g": "lvm_voxel_g",
+                 "rvedv_ml": "rvedv_voxel_ml", "rvesv_ml": "rvesv_voxel_ml",
+                 "rvsv_ml": "rvsv_voxel_ml", "rvef_pct": "rvef_voxel_pct"}
+#: truth.json key (demo cohorts) -> cohort column
+TRUTH_COLUMNS = {"lvef_pct": "lvef_true_pct", "lvedv_ml": "lvedv_true_ml",
+                 "lvesv_ml": "lvesv_true_ml", "lv_mass_g": "lvm_true_g",
+                 "rvedv_ml": "rvedv_true_ml", "rvesv_ml": "rvesv_true_ml",
+                 "rvef_pct": "rvef_true_pct"}
 
 
 def preprocess_rows(folder: Path, subject: str) -> list[dict]:
@@ -41,34 +55,78 @@ def preprocess_rows(folder: Path, subject: str) -> list[dict]:
 
 
 def volumes_row(seg_path: Path, sidecar: dict, unc_path: Path | None = None) -> dict:
-    """Volumes (ml) per label from a segmentation; ED/ES, ejection fractions and myocardial
-    mass for cardiac labels; mean uncertainty (0-100) inside the predicted foreground."""
+    """One segmentation's volumes: cardiac function for a short-axis cine with the UK
+    Biobank labels (:func:`cardiac_row`), otherwise the volume (mL) per label (3D) or its
+    range over the frames (``{name}_min_ml``, ``{name}_max_ml``); mean uncertainty (0-100)
+    inside the predicted foreground."""
     vol = read_image(seg_path, kind="label")
     data = np.asarray(vol.data)
     frames = data[..., None] if data.ndim == 3 else data
-    ml = float(np.prod(vol.spacing)) / 1000.0
-    names = [SHORT.get(n, n.lower()) for n in sidecar["label_names"]]
-    per_label = {n: np.array([(frames[..., t] == v).sum() * ml for t in range(frames.shape[3])])
-                 for n, v in zip(names, sidecar["labels"]) if v != 0}
     row: dict = {"frames": int(frames.shape[3])}
-    if frames.shape[3] == 1:
-        row.update({f"{n}_ml": round(float(v[0]), 3) for n, v in per_label.items()})
+    names = [SHORT.get(n, n.lower()) for n in sidecar["label_names"]]
+    values = dict(zip(names, sidecar["labels"]))
+    if frames.shape[3] > 1 and {"lv", "myo", "rv"} <= set(values):
+        row.update(cardiac_row(frames, vol.spacing, values["lv"], values["myo"], values["rv"]))
     else:
-        lead = per_label.get("lv", next(iter(per_label.values())))
-        ed, es = int(np.argmax(lead)), int(np.argmin(lead))
-        row.update({"ed_frame": ed, "es_frame": es})
-        for n, v in per_label.items():
-            row[f"{n}_ed_ml"], row[f"{n}_es_ml"] = round(float(v[ed]), 3), round(float(v[es]), 3)
-        for n in ("lv", "rv"):
-            if n in per_label and per_label[n][ed] > 0:
-                row[f"{n}_ef_pct"] = round(100 * (1 - per_label[n][es] / per_label[n][ed]), 2)
-        if "myo" in per_label:
-            row["myo_mass_g"] = round(float(per_label["myo"][ed]) * MYOCARDIUM_DENSITY, 2)
+        ml = float(np.prod(vol.spacing)) / 1000.0
+        for n, v in values.items():
+            if v == 0:
+                continue
+            curve = (frames == v).sum(axis=(0, 1, 2)) * ml
+            if frames.shape[3] == 1:
+                row[f"{n}_ml"] = round(float(curve[0]), 3)
+            else:
+                row[f"{n}_min_ml"], row[f"{n}_max_ml"] = (round(float(curve.min()), 3),
+                                                          round(float(curve.max()), 3))
     if unc_path is not None and unc_path.exists():
         unc = np.asarray(read_image(unc_path).data)
         fg = data > 0
         row["unc_foreground_mean"] = round(float(unc[fg].mean()), 3) if fg.any() else None
     return row
+
+
+def cardiac_row(frames: np.ndarray, spacing, lv: int = 1, myo: int = 2, rv: int = 3) -> dict:
+    """Voxel-counted LV/RV function of a short-axis cine segmentation, with its QC.
+
+    Args:
+        frames: (X, Y, Z, T) label map, T >= 2; the slice axis is the coarsest one.
+        spacing: spatial voxel spacing, mm (slice spacing, gap included).
+        lv / myo / rv: the label values of LV blood pool, myocardium and RV blood pool.
+
+    Returns:
+        ``ed_rule``, ``ed_frame``, ``es_frame``, the :data:`VOXEL_COLUMNS` (mL, %, g),
+        ``qc_pass`` and ``qc_reasons`` ("; "-joined, empty when it passes).
+    """
+    if (lv, myo, rv) != (1, 2, 3):  # the cardiac module speaks the UK Biobank labels
+        lut = np.zeros(int(frames.max()) + 1, np.uint8)
+        for value, ukbb in ((lv, 1), (myo, 2), (rv, 3)):
+            if value < lut.size:
+                lut[value] = ukbb
+        frames = lut[frames]
+    p = voxel_phenotypes(frames, spacing, ed_rule=ED_RULE)
+    row = {"ed_rule": ED_RULE, "ed_frame": p["ed_frame"], "es_frame": p["es_frame"]}
+    for key, col in VOXEL_COLUMNS.items():
+        value = p.get(key)
+        row[col] = None if value is None or not np.isfinite(value) else round(float(value), 3)
+    slice_axis = int(np.argmax(spacing))
+    reasons = []
+    for phase, t in (("ED", p["ed_frame"]), ("ES", p["es_frame"])):
+        reasons += [f"{phase}: {r}" for r in short_axis_qc(frames[..., t], slice_axis)]
+    reasons += volume_curve_reasons(p["lv_ml_per_frame"], "LV", p["ed_frame"])
+    reasons += volume_curve_reasons(p["rv_ml_per_frame"], "RV", p["ed_frame"])
+    row.update({"qc_pass": not reasons, "qc_reasons": "; ".join(dict.fromkeys(reasons))})
+    return row
+
+
+def truth_row(path) -> dict:
+    """The true phenotypes of a synthetic subject (``truth.json``) as cohort columns
+    (:data:`TRUTH_COLUMNS`); empty when the file is absent or has none of them."""
+    try:
+        truth = json.loads(Path(path).read_text())
+    except (OSError, ValueError, TypeError):
+        return {}
+    return {col: round(float(truth[key]), 3) for key, col in TRUTH_COLUMNS.items()
+            if isinstance(truth.get(key), (int, float))}
 
 
 def segment_rows(folder: Path, subject: str) -> list[dict]:
@@ -91,13 +149,16 @@ def _stage_table(results: Path, stage: str, subjects: list[str], make) -> pd.Dat
     return pd.DataFrame(rows) if rows else None
 
 
-def collect(results: Path, status: dict[str, str]) -> pd.DataFrame:
+def collect(results: Path, status: dict[str, str], samplesheet: Path | None = None
+            ) -> pd.DataFrame:
     """Write ``preprocess.parquet``, ``segment.parquet`` and ``cohort.parquet``.
 
     Args:
         results: the results folder.
         status: subject -> ``"ok"`` or why it failed, in samplesheet order; only subjects
             marked ``"ok"`` contribute values (a failed subject keeps a row with its status).
+        samplesheet: the run's samplesheet; its ``truth`` column (``truth.json``), where
+            there is one, puts the true phenotypes beside the measured ones.
 
     Returns:
         The cohort table.
@@ -123,6 +184,34 @@ def collect(results: Path, status: dict[str, str]) -> pd.DataFrame:
     if scores.exists():
         qu = read_table(scores).rename(columns={"score": "uncertainty_score"})
         cohort = cohort.merge(qu[qu["subject"].isin(ok)], on="subject", how="left")
+    truth = _truth_table(samplesheet, ok)
+    if truth is not None:
+        cohort = _beside(cohort.merge(truth, on="subject", how="left"))
     with atomic_outputs() as out:
         write_table(cohort, out.path(results / "cohort.parquet"))
     return cohort
+
+
+def _truth_table(samplesheet: Path | None, subjects: list[str]) -> pd.DataFrame | None:
+    """subject + true phenotype columns, from the samplesheet's ``truth`` files."""
+    if samplesheet is None or not Path(samplesheet).exists():
+        return None
+    from medflow.io.samplesheet import load_samplesheet
+
+    sheet = load_samplesheet(samplesheet, check_files=False)
+    if "truth" not in sheet:
+        return None
+    rows = [{"subject": s, **truth_row(t)} for s, t in zip(sheet["subject"], sheet["truth"])
+            if s in subjects and t]
+    table = pd.DataFrame(rows)
+    return table if len(table.columns) > 1 else None
+
+
+def _beside(cohort: pd.DataFrame) -> pd.DataFrame:
+    """Each true column right after its measured twin (``lvef_true_pct`` after
+    ``lvef_voxel_pct``), so a wrong number shows in the row it is in."""
+    cols = [c for c in cohort.columns if c not in TRUTH_COLUMNS.values()]
+    for true in [c for c in TRUTH_COLUMNS.values() if c in cohort]:
+        twin = true.replace("_true", "_voxel")
+        cols.insert(cols.index(twin) + 1 if twin in cols else len(cols), true)
+    return cohort[cols]

@@ -111,3 +111,36 @@ def scores_by_subject(table: pd.DataFrame, columns: list[str], path: Path, title
     ax.legend(fontsize=7, ncol=n)
     ax.set_title(title, fontsize=9)
     return _save(fig, path)
+
+
+def measured_vs_true(table: pd.DataFrame, pairs: list[tuple[str, str]], path: Path) -> Path:
+    """Per phenotype: measured against true (with the identity line) above, and the
+    difference (measured - true) against their mean below, with the mean difference and
+    +-1.96 SD (Bland-Altman), one dot per subject."""
+    fig, axes = plt.subplots(2, len(pairs), figsize=(2.6 * len(pairs) + 0.4, 5.2),
+                             squeeze=False)
+    for i, (measured, true) in enumerate(pairs):
+        both = table[[measured, true]].apply(pd.to_numeric, errors="coerce").dropna()
+        m, t = both[measured].to_numpy(), both[true].to_numpy()
+        top, bottom = axes[0, i], axes[1, i]
+        if m.size:
+            lo, hi = float(min(m.min(), t.min())), float(max(m.max(), t.max()))
+            top.plot([lo, hi], [lo, hi], color="#999", lw=0.8)
+            top.scatter(t, m, s=14, color="#444")
+            diff = m - t
+            bottom.scatter((m + t) / 2, diff, s=14, color="#444")
+            bottom.axhline(0, color="#999", lw=0.8)
+            bottom.axhline(diff.mean(), color=COLOURS[0], lw=1)
+            if diff.size > 1:
+                for sign in (-1, 1):
+                    bottom.axhline(diff.mean() + sign * 1.96 * diff.std(ddof=1),
+                                   color=COLOURS[0], lw=0.8, ls="--")
+        top.set_title(measured, fontsize=8)
+        top.set_xlabel(true, fontsize=7)
+        top.set_ylabel("measured", fontsize=7)
+        bottom.set_xlabel("mean of measured and true", fontsize=7)
+        bottom.set_ylabel("measured - true", fontsize=7)
+        for ax in (top, bottom):
+            ax.tick_params(labelsize=7)
+    fig.suptitle("measured against truth.json", fontsize=9)
+    return _save(fig, path)

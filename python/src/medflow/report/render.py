@@ -103,6 +103,36 @@ def _segmented_image(seg: Path) -> Path | None:
     return path if source_file(path).exists() else None
 
 
+def _truth_section(report: Path, cohort: pd.DataFrame) -> list[str]:
+    """Measured phenotypes against ``truth.json`` (synthetic cohorts): per pair, the mean
+    and mean absolute error, and a scatter / Bland-Altman figure."""
+    from medflow.pipeline.tables import TRUTH_COLUMNS
+    from medflow.report import figures
+
+    pairs = [(true.replace("_true", "_voxel"), true) for true in TRUTH_COLUMNS.values()]
+    pairs = [(m, t) for m, t in pairs if m in cohort and t in cohort
+             and cohort[[m, t]].notna().all(axis=1).any()]
+    if not pairs:
+        return []
+    rows = []
+    for measured, true in pairs:
+        both = cohort[[measured, true]].astype(float).dropna()
+        diff = both[measured] - both[true]
+        unit = true.rsplit("_", 1)[1]
+        rel = 100 * diff / both[true] if unit != "pct" else None
+        rows.append({"measured": measured, "true": true, "subjects": len(both),
+                     "mean error": diff.mean(), "mean absolute error": diff.abs().mean(),
+                     "unit": "points" if unit == "pct" else unit,
+                     "mean error %": rel.mean() if rel is not None else None,
+                     "largest error": diff.abs().max()})
+    out = ["<h2>measured against truth</h2>",
+           "<p>Voxel-counted phenotypes (ED = frame 0, ES = smallest LV) against the cohort's "
+           "<code>truth.json</code>: error = measured - true.</p>", _table(pd.DataFrame(rows))]
+    png = figures.measured_vs_true(cohort, pairs, report / "truth.png")
+    out.append(_img(report, png, "measured against true"))
+    return out
+
+
 def _uncertainty_section(results: Path, report: Path) -> list[str]:
     from medflow.report import figures
 
@@ -145,6 +175,14 @@ def _train_section(results: Path, report: Path) -> list[str]:
     return out
 
 
+def _run_samplesheet(results: Path) -> Path | None:
+    """The samplesheet a run read, as both runners record it in ``params.json``."""
+    try:
+        return Path(json.loads((results / "pipeline_info" / "params.json").read_text())["input"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def render_report(results: Path) -> Path:
     """Write ``results/report/index.html`` (and its PNGs) from a results folder.
 
@@ -167,13 +205,14 @@ def render_report(results: Path) -> Path:
         subjects = sorted({p.name for stage in ("preprocess", "segment")
                            if (results / stage).is_dir()
                            for p in (results / stage).iterdir() if p.is_dir()})
-        collect(results, {s: "ok" for s in subjects})
+        collect(results, {s: "ok" for s in subjects}, _run_samplesheet(results))
     cohort = read_table(results / "cohort.parquet")
     parts = ["<h1>medflow report</h1>", *_run_section(results, cohort),
              "<h2>cohort</h2><p>One row per subject, every stage's columns "
              "(<code>cohort.parquet</code>).</p>", _table(cohort),
              *_preprocess_section(results), *_train_section(results, report),
-             *_segment_section(results, report, cohort), *_uncertainty_section(results, report)]
+             *_segment_section(results, report, cohort), *_truth_section(report, cohort),
+             *_uncertainty_section(results, report)]
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>medflow report</title><style>{STYLE}</style></head><body>\n"
             + "\n".join(parts) + "\n</body></html>\n")

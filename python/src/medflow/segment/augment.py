@@ -2,8 +2,8 @@
 from a seeded numpy Generator; ``apply_*`` is a deterministic function of it (TorchIO's
 RandomGamma / Gamma split).
 
-- ``standard``: flips, in-plane rotation, scaling, gamma, intensity scale/shift, a smooth
-  multiplicative bias field, Gaussian noise.
+- ``standard``: flips, in-plane rotation, scaling (in-plane only for a stack of thick
+  slices), gamma, intensity scale/shift, a smooth multiplicative bias field, Gaussian noise.
 - ``gin-ipa`` (causality-inspired single-source domain generalisation): the spatial part of
   ``standard``, then two appearance copies of each image: copy A re-textured by a random
   shallow convolutional network (GIN); copy B the blend ``m * GIN_b(x) + (1 - m) * GIN_c(x)``
@@ -22,11 +22,28 @@ import torch.nn.functional as F
 MODES = ("none", "standard", "gin-ipa")
 
 
+#: An axis whose spacing exceeds this many times the finest is a slice axis: spatial
+#: augmentation never resamples along it (nnU-Net's in-plane augmentation of anisotropic
+#: data; the same ratio above which :func:`config.plan_levels` stops pooling an axis).
+SLICE_AXIS_RATIO = 2.0
+
+
 def sample_spatial(rng: np.random.Generator, spacing) -> dict:
-    """Flips per axis, rotation (rad) about the coarsest axis, isotropic scale."""
-    return {"flip": [bool(f) for f in rng.random(3) < 0.5],
-            "angle": float(rng.uniform(-math.pi / 12, math.pi / 12)),
-            "scale": float(rng.uniform(0.85, 1.15)),
+    """Flips per axis, rotation (rad) about the coarsest axis, scale per axis.
+
+    The scale is one draw for every axis, except a slice axis (spacing more than
+    :data:`SLICE_AXIS_RATIO` x the finest, e.g. a 10 mm short-axis stack at 1.8 mm pixels),
+    which keeps scale 1. Scaling across 10 mm slices would blend neighbouring slices'
+    images while the labels (nearest neighbour) come from one of them or from outside the
+    stack: at the base of a cine that teaches "the most basal slice is background, whatever
+    it shows", and the network can no longer tell the ventricle there at ED from the
+    atrium at ES.
+    """
+    flip = [bool(f) for f in rng.random(3) < 0.5]
+    angle, scale = float(rng.uniform(-math.pi / 12, math.pi / 12)), float(rng.uniform(0.85, 1.15))
+    finest = min(float(s) for s in spacing)
+    return {"flip": flip, "angle": angle,
+            "scale": [1.0 if float(s) > SLICE_AXIS_RATIO * finest else scale for s in spacing],
             "axis": int(np.argmax(spacing))}
 
 
@@ -37,7 +54,8 @@ def apply_spatial(image: torch.Tensor, classes: torch.Tensor, p: dict, spacing):
     rot = np.eye(3)
     rot[a, a], rot[a, b], rot[b, a], rot[b, b] = c, -s, s, c
     half = np.array(image.shape[1:]) * np.asarray(spacing) / 2.0   # physical half-extent
-    m = np.diag(1 / half) @ (rot.T / p["scale"]) @ np.diag(half)  # out-norm -> in-norm
+    scale = np.broadcast_to(np.asarray(p["scale"], np.float64), (3,))  # old cards: a float
+    m = np.diag(1 / half) @ np.diag(1 / scale) @ rot.T @ np.diag(half)  # out-norm -> in-norm
     m = m[::-1, ::-1]                                   # affine_grid wants (z, y, x) order
     theta = torch.zeros(1, 3, 4)
     theta[0, :, :3] = torch.from_numpy(m.copy())
@@ -110,8 +128,10 @@ def zscore(image: torch.Tensor) -> torch.Tensor:
 
 def apply_gin(image: torch.Tensor, p: dict) -> torch.Tensor:
     """Re-texture (C, X, Y, Z): random convs + LeakyReLU, z-scored, mixed with the input by
-    alpha, z-scored again."""
-    h = image[None]
+    alpha, z-scored again. With temporal context C is several frames' worth of the net's
+    input channels: each frame's group goes through the same net (one appearance per cine)."""
+    group = len(p["convs"][0]["weight"][0])           # the GIN net's input channels
+    h = image.reshape(-1, group, *image.shape[1:])    # (frames, group, X, Y, Z)
     n = len(p["convs"])
     for i, conv in enumerate(p["convs"]):
         w = torch.tensor(conv["weight"], dtype=image.dtype)
@@ -119,7 +139,7 @@ def apply_gin(image: torch.Tensor, p: dict) -> torch.Tensor:
         h = F.conv3d(h, w, b, padding=tuple(k // 2 for k in w.shape[2:]))
         if i < n - 1:
             h = F.leaky_relu(h, 0.2)
-    return zscore(p["alpha"] * zscore(h[0]) + (1 - p["alpha"]) * image)
+    return zscore(p["alpha"] * zscore(h.reshape(image.shape)) + (1 - p["alpha"]) * image)
 
 
 def sample_ipa_mask(rng: np.random.Generator) -> dict:

@@ -48,12 +48,12 @@ class Cascade(nn.Module):
         self.cfg = cfg
         c = cfg.n_classes
         if cfg.stages == 2:
-            self.stage1 = MeUNet(cfg.in_channels, c, cfg.channels1, cfg.pools1, cfg.kernels1,
+            self.stage1 = MeUNet(cfg.net_channels, c, cfg.channels1, cfg.pools1, cfg.kernels1,
                                  cfg.dropout, cfg.checkpoint)
-            in2, extra = cfg.in_channels + c, cfg.channels1[0]
+            in2, extra = cfg.net_channels + c, cfg.channels1[0]
         else:
             self.stage1 = None
-            in2, extra = cfg.in_channels, 0
+            in2, extra = cfg.net_channels, 0
         self.stage2 = MeUNet(in2, c, cfg.channels2, cfg.pools2, cfg.kernels2, cfg.dropout,
                              cfg.checkpoint, extra_channels=extra)
 

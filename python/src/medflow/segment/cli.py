@@ -104,13 +104,22 @@ def segment_cascaded() -> None:
 @click.option("--single-stage", is_flag=True, help="Baseline: stage 2 alone, no cascade.")
 @click.option("--regions", type=click.Choice(["none", "brats"]), default="none",
               show_default=True, help="brats: WT/TC/ET uncertainty maps at prediction.")
+@click.option("--temporal-context", "context", default="none", show_default=True,
+              help="Cines: other frames fed beside each frame, comma-separated: 'ed' (frame "
+                   "0), -1/+1 (neighbours). The model then needs the cine at predict time.")
+@click.option("--phase-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Cines: draw frames up to 1 + this times as often the more their labels "
+                   "differ from the first frame's (end systole most).")
+@click.option("--phase-loss-weight", type=click.FloatRange(min=0), default=0.0,
+              show_default=True, help="Cines: extra loss weight of voxels whose label "
+                                      "differs from the first frame's.")
 @click.option("--resume", is_flag=True, help="Continue the run saved in --out.")
 @device_option
 @seed_option
 @verbosity_options
 def train_cmd(samplesheet, image_role, label_role, out, epochs, patch, stage1_factor, augment,
-              val_fraction, channels, levels, memory_budget, lr, single_stage, regions, resume,
-              device, seed) -> None:
+              val_fraction, channels, levels, memory_budget, lr, single_stage, regions, context,
+              phase_weight, phase_loss_weight, resume, device, seed) -> None:
     """Train both stages of the cascade on a samplesheet.
 
     Patch, levels, widths and the stage-1 factor are planned from the training images'
@@ -132,7 +141,13 @@ def train_cmd(samplesheet, image_role, label_role, out, epochs, patch, stage1_fa
     from medflow.io.samplesheet import load_samplesheet
     from medflow.segment.workflow import train_model, train_outputs
 
+    from medflow.segment.context import parse_context
+
     patch_size = tuple(int(v) for v in parse_triplet(patch, "--patch")) if patch else None
+    try:
+        context_frames = parse_context(context)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--temporal-context") from None
     roles = _roles(image_role)
     df = load_samplesheet(samplesheet, required_roles=(*roles, label_role))
     check_outputs(train_outputs(out),
@@ -146,6 +161,8 @@ def train_cmd(samplesheet, image_role, label_role, out, epochs, patch, stage1_fa
                            memory_budget=memory_budget, lr=lr,
                            stages=1 if single_stage else 2, regions=regions,
                            resume=resume, device=dev, seed=seed, samplesheet=samplesheet,
+                           context=context_frames, phase_weight=phase_weight,
+                           phase_loss_weight=phase_loss_weight,
                            progress=show_progress(), announce=_say)
     dice = card["validation"].get("dice", {})
     click.echo(f"{out}  validation Dice: " + (", ".join(f"{k} {v:.3f}" for k, v in dice.items())
@@ -183,12 +200,16 @@ def train_cmd(samplesheet, image_role, label_role, out, epochs, patch, stage1_fa
 @click.option("--image-role", default=None, help="Batch mode: image column(s) [model's].")
 @click.option("--save-probabilities", is_flag=True, help="Batch mode: also probabilities.")
 @click.option("--save-uncertainty", is_flag=True, help="Batch mode: also uncertainty.")
+@click.option("--ventricle-anatomy/--no-ventricle-anatomy", default=True, show_default=True,
+              help="Cardiac short-axis models: blood pool outside the ventricles (LV not "
+                   "ringed by myocardium, e.g. the atrium in the basal slice at end "
+                   "systole; RV in a slice without myocardium) becomes background.")
 @device_option
 @seed_option
 @verbosity_options
 def predict_cmd(model_dir, inputs, output, probabilities, uncertainty, uncertainty_kind, tta,
                 mc_samples, overlap, max_memory, samplesheet, outdir, image_role,
-                save_probabilities, save_uncertainty, device, seed) -> None:
+                save_probabilities, save_uncertainty, ventricle_anatomy, device, seed) -> None:
     """Segment images (3D, or every frame of a 4D cine) with a trained cascade.
 
     \b
@@ -219,7 +240,8 @@ def predict_cmd(model_dir, inputs, output, probabilities, uncertainty, uncertain
     return_freed_memory()
     model, card = load_model(model_dir, dev)
     options = dict(tta=tta, mc=mc_samples, kind=uncertainty_kind, device=dev, seed=seed,
-                   progress=show_progress(), overlap=overlap, max_memory=max_memory)
+                   progress=show_progress(), overlap=overlap, max_memory=max_memory,
+                   ventricle_anatomy=ventricle_anatomy)
     with oom_is_transient():
         if single:
             predict_files(model, card, model_dir, list(inputs), output, probabilities,

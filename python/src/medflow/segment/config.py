@@ -27,6 +27,9 @@ class CascadeConfig:
 
     Args:
         in_channels: image channels (1 for a cine; 4 for BraTS t1, t1ce, t2, flair).
+        context_frames: other frames of a cine fed beside each frame (``"ed"`` = frame 0,
+            ``"-1"``/``"+1"`` neighbours; :mod:`segment.context`); the networks see
+            ``net_channels = in_channels x (1 + len(context_frames))`` channels.
         labels: label value of each class index; class 0 is background.
         label_names: human names, same order as ``labels``.
         regions: region name -> label values (BraTS WT/TC/ET), for per-region uncertainty.
@@ -47,6 +50,7 @@ class CascadeConfig:
     """
 
     in_channels: int = 1
+    context_frames: tuple[str, ...] = ()
     labels: tuple[int, ...] = (0, 1, 2, 3)
     label_names: tuple[str, ...] = ("background", "LV", "myocardium", "RV")
     regions: dict[str, tuple[int, ...]] = field(default_factory=dict)
@@ -66,6 +70,12 @@ class CascadeConfig:
     overlap: float = 0.5
     sigma_scale: float = 0.125
     normalisation: str = "zscore-clip-0.5-99.5"
+
+    @property
+    def net_channels(self) -> int:
+        """Input channels of the networks: the image channels at the frame and at each
+        context frame."""
+        return self.in_channels * (1 + len(self.context_frames))
 
     @property
     def n_classes(self) -> int:

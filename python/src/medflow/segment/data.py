@@ -1,6 +1,8 @@
 """Training data: samplesheet rows -> normalised (image, class-index) samples.
 
-A 4D cine gives one sample per labelled frame (a frame whose label map is not empty).
+A 4D cine gives one sample per labelled frame (a frame whose label map is not empty); a
+model with temporal context (:mod:`segment.context`) gets the context frames' images as
+extra channels of every sample.
 Intensities are clipped to the 0.5-99.5 percentiles and z-scored per image; statistics
 come from a strided subsample so a memory-mapped 640^3 volume is never read whole.
 """
@@ -93,7 +95,8 @@ def frames_of(vol: Volume) -> list[np.ndarray]:
     return [vol.data[..., t] for t in range(vol.data.shape[3])]
 
 
-def load_training_samples(df, image_roles, label_role, labels=None, spacing=None):
+def load_training_samples(df, image_roles, label_role, labels=None, spacing=None,
+                          context: tuple[str, ...] = ()):
     """Read every row into samples (one per labelled frame).
 
     Args:
@@ -102,10 +105,17 @@ def load_training_samples(df, image_roles, label_role, labels=None, spacing=None
         label_role: column holding the label map.
         labels: known label values; when None they are collected from the data.
         spacing: resample every image to this spacing (mm); None keeps the first subject's.
+        context: context frames (:func:`segment.context.parse_context`); each sample's
+            image then holds the roles at its frame, then at each context frame.
 
     Returns:
         (samples, labels, spacing).
+
+    Raises:
+        InvalidDataError: with ``context``, an image that is not a cine.
     """
+    from medflow.segment.context import check_cine, frame_sources
+
     raw = []
     for _, row in df.iterrows():
         chans = [read_image(row[r]) for r in image_roles]
@@ -116,6 +126,7 @@ def load_training_samples(df, image_roles, label_role, labels=None, spacing=None
                                        f"vs {list(lab.data.shape)})", row[label_role])
         if lab.n_frames not in (1, chans[0].n_frames):
             raise InvalidDataError("label frames do not match the image frames", row[label_role])
+        check_cine(context, chans[0].n_frames, row[image_roles[0]])
         raw.append((row["subject"], chans, lab))
     if labels is None:
         found = set()
@@ -132,7 +143,8 @@ def load_training_samples(df, image_roles, label_role, labels=None, spacing=None
             classes = encode_labels(lab_frames[min(t, len(lab_frames) - 1)], labels, subject)
             if len(lab_frames) > 1 and not classes.any():
                 continue  # unlabelled frame of a cine
-            image = np.stack([normalise(f[t], s) for f, s in zip(img_frames, stats)])
+            image = np.stack([normalise(f[k], s) for k in frame_sources(context, t, len(
+                img_frames[0])) for f, s in zip(img_frames, stats)])
             if needs_resampling(chans[0].spacing, spacing):
                 size = resampled_shape(image.shape[1:], chans[0].spacing, spacing)
                 image = resize(torch.from_numpy(image)[None], size)[0].numpy()

@@ -19,6 +19,7 @@ from medflow.io.images import write_nifti
 from medflow.io.mapped import release_pages
 from medflow.io.volume import Volume, same_space
 from medflow.segment.cascade import Cascade
+from medflow.segment.context import check_cine, frame_sources
 from medflow.segment.data import (needs_resampling, normalise, resampled_shape, resize,
                                   robust_stats)
 from medflow.segment.infer import ArraySource, predict_regions
@@ -118,6 +119,7 @@ def check_input(model: Cascade, channels: list[Volume], path=None) -> None:
             raise InvalidDataError(f"{c.data.ndim}D image: 3D or 3D+time only", path)
         if not same_space(c, channels[0]) or c.n_frames != channels[0].n_frames:
             raise InvalidDataError("the input channels do not share one voxel grid", path)
+    check_cine(cfg.context_frames, channels[0].n_frames, path)
 
 
 def plan_prediction(model: Cascade, channels: list[Volume], *, draws: int = 1,
@@ -154,9 +156,38 @@ def label_dtype(labels) -> np.dtype:
     return np.dtype(np.uint8 if 0 <= min(labels) and max(labels) < 256 else np.int16)
 
 
+def ventricle_labels(cfg, spacing) -> tuple[int, int, int] | None:
+    """The label values of LV blood pool, LV myocardium and RV blood pool when the model
+    segments short-axis ventricles (label names ``LV``, ``myocardium``, ``RV``) and the
+    image's slice axis is its third (coarsest spacing); else None."""
+    names = dict(zip(cfg.label_names, cfg.labels))
+    if not {"LV", "myocardium", "RV"} <= set(names) or len(spacing) < 3:
+        return None
+    if not spacing[2] > max(spacing[0], spacing[1]):
+        return None
+    return names["LV"], names["myocardium"], names["RV"]
+
+
+def apply_ventricle_anatomy(labels: np.ndarray, values: tuple[int, int, int],
+                            background: int = 0):
+    """:func:`medflow.cardiac.anatomy.enforce_ventricle_anatomy` on a slab (X, Y, Z) of
+    labels with any label values (``values``: LV, myocardium, RV); relabelled voxels get
+    ``background``. Returns (labels, relabelled voxel counts)."""
+    from medflow.cardiac.anatomy import enforce_ventricle_anatomy
+
+    ukbb = np.zeros_like(labels, dtype=np.uint8)
+    for value, code in zip(values, (1, 2, 3)):
+        ukbb[labels == value] = code
+    fixed, removed = enforce_ventricle_anatomy(ukbb, slice_axis=2)
+    out = labels.copy()
+    out[(ukbb > 0) & (fixed == 0)] = background
+    return out, removed
+
+
 def segment(model: Cascade, channels: list[Volume], label_out, prob_out=None, unc_out=None,
             tta: int = 1, mc: int = 1, uncertainty: str = "entropy", device: str = "cpu",
-            seed: int = 0, progress=None, layout: Layout | None = None) -> dict:
+            seed: int = 0, progress=None, layout: Layout | None = None,
+            ventricle_anatomy: bool = True) -> dict:
     """Segment every frame of ``channels`` into the output arrays.
 
     Args:
@@ -168,6 +199,10 @@ def segment(model: Cascade, channels: list[Volume], label_out, prob_out=None, un
         uncertainty: ``entropy`` or ``disagreement`` (needs tta or mc > 1).
         seed: seeds the MC-dropout draws (same seed, same bytes).
         layout: from :func:`plan_prediction` (default: planned here, no memory limit).
+        ventricle_anatomy: for a short-axis cardiac model (:func:`ventricle_labels`), relabel
+            blood pool outside the ventricles as background in the label map (LV not ringed
+            by myocardium: the atrium at the base at end systole; :mod:`medflow.cardiac.
+            anatomy`). Probabilities and uncertainty stay the network's.
 
     Returns:
         facts for the sidecar (frames, resampled or not, windows and tiles, threads).
@@ -194,12 +229,16 @@ def segment(model: Cascade, channels: list[Volume], label_out, prob_out=None, un
     for c in channels:
         release_pages(c.data)   # robust_stats read a strided sample of every plane
     counts = {"windows": 0, "stage1_windows": 0}
+    rule = ventricle_labels(cfg, first.spacing) if ventricle_anatomy else None
+    removed = {"lv_voxels": 0, "rv_voxels": 0}
 
     def frame(c: Volume, t: int):
         return c.data if c.data.ndim == 3 else c.data[..., t]
 
     for t in range(first.n_frames):
         tix = () if first.data.ndim == 3 else (t,)
+        # the frame's channels, then those of its context frames (model.json context_frames)
+        ks = frame_sources(cfg.context_frames, t, first.n_frames)
 
         def write(box, probs, dis, tix=tix):
             box = (*box, *tix)
@@ -222,27 +261,37 @@ def segment(model: Cascade, channels: list[Volume], label_out, prob_out=None, un
             return facts
 
         if not resample:
-            facts = run(ArraySource([frame(c, t) for c in channels], stats), write)
-            continue
-        # Off-spacing input: predict on the model's grid in memory, interpolate back.
-        image = torch.from_numpy(np.stack([normalise(frame(c, t), s)
-                                           for c, s in zip(channels, stats)]))[None]
-        size = resampled_shape(first.shape3, first.spacing, cfg.spacing)
-        small = resize(image, size)[0]
-        probs = torch.zeros(cfg.n_classes, *size)
-        dis = torch.zeros(size)
+            facts = run(ArraySource([frame(c, k) for k in ks for c in channels],
+                                    stats * len(ks)), write)
+        else:
+            # Off-spacing input: predict on the model's grid in memory, interpolate back.
+            image = torch.from_numpy(np.stack([normalise(frame(c, k), s) for k in ks
+                                               for c, s in zip(channels, stats)]))[None]
+            size = resampled_shape(first.shape3, first.spacing, cfg.spacing)
+            small = resize(image, size)[0]
+            probs = torch.zeros(cfg.n_classes, *size)
+            dis = torch.zeros(size)
 
-        def keep(box, p, d):
-            probs[(slice(None), *box)] = p
-            if d is not None:
-                dis[box] = d
+            def keep(box, p, d):
+                probs[(slice(None), *box)] = p
+                if d is not None:
+                    dis[box] = d
 
-        facts = run(ArraySource(list(small.numpy()), [IDENTITY_STATS] * len(channels)), keep)
-        back = resize(torch.cat([probs, dis[None]])[None], first.shape3)[0]
-        write((slice(None),) * 3, back[:-1] / back[:-1].sum(0, keepdim=True), back[-1])
+            facts = run(ArraySource(list(small.numpy()), [IDENTITY_STATS] * small.shape[0]),
+                        keep)
+            back = resize(torch.cat([probs, dis[None]])[None], first.shape3)[0]
+            write((slice(None),) * 3, back[:-1] / back[:-1].sum(0, keepdim=True), back[-1])
+        if rule is not None:  # after the frame: the rule needs whole slices, not tiles
+            box = (slice(None),) * 3 + tix
+            labels, found = apply_ventricle_anatomy(np.asarray(label_out[box]), rule,
+                                                    cfg.labels[0])
+            label_out[box] = labels
+            for k, n in found.items():
+                removed[k] += n
     return {"frames": first.n_frames, "resampled_to_model_spacing": bool(resample),
             "axes_reordered_for_model": list(order) if order is not None else None,
             "model_spacing_mm": list(cfg.spacing), "tta": tta, "mc_samples": mc,
             "uncertainty": uncertainty, **counts, "tiles": facts["tiles"],
             "overlap": facts["overlap"], "stage1_overlap": facts["stage1_overlap"],
-            "stage1_window": facts["stage1_window"], "threads": torch.get_num_threads()}
+            "stage1_window": facts["stage1_window"], "threads": torch.get_num_threads(),
+            "ventricle_anatomy": {"applied": rule is not None, "relabelled_background": removed}}

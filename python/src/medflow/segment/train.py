@@ -37,6 +37,8 @@ class TrainOptions:
     foreground_fraction: float = 0.67
     consistency_weight: float = 1.0
     max_val_frames: int = 2
+    phase_weight: float = 0.0
+    phase_loss_weight: float = 0.0
     seed: int = 0
 
 
@@ -56,10 +58,13 @@ def split_subjects(samples, val_fraction: float, seed: int):
     return [s for s in samples if s.subject not in val], [s for s in samples if s.subject in val]
 
 
-def soft_dice_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy plus soft Dice (foreground classes) against (soft) one-hot targets."""
+def soft_dice_ce(logits: torch.Tensor, target: torch.Tensor,
+                 weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy plus soft Dice (foreground classes) against (soft) one-hot targets;
+    ``weight`` (B, 1, X, Y, Z) scales each voxel's cross-entropy."""
     logits = logits.float()
-    ce = -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
+    ce = -(target * F.log_softmax(logits, dim=1)).sum(1)
+    ce = (ce * weight[:, 0]).mean() if weight is not None else ce.mean()
     probs = torch.softmax(logits, dim=1)[:, 1:]
     tgt = target[:, 1:]
     dims = (0, 2, 3, 4)
@@ -101,11 +106,20 @@ def sample_starts(rng, classes: np.ndarray, patch, n: int, fg: float):
     return out
 
 
-def train_step(model: Cascade, opt, sample, opts: TrainOptions, rng, device: str) -> float:
+def train_step(model: Cascade, opt, sample, opts: TrainOptions, rng, device: str,
+               moved: np.ndarray | None = None) -> float:
+    """One optimisation step on one sample; ``moved`` (X, Y, Z) marks the voxels whose label
+    changes over the cycle, weighted ``1 + opts.phase_loss_weight`` in the loss."""
     cfg = model.cfg
     p = sample_augment(rng, opts.augment, cfg.spacing, cfg.in_channels, cfg.kernels2[0])
-    images, classes = apply_augment(torch.from_numpy(sample.image),
-                                    torch.from_numpy(sample.classes), p, cfg.spacing)
+    classes = torch.from_numpy(sample.classes)
+    if moved is not None:  # rides with the labels through the spatial transform (nearest)
+        classes = classes + cfg.n_classes * torch.from_numpy(moved).long()
+    images, classes = apply_augment(torch.from_numpy(sample.image), classes, p, cfg.spacing)
+    weight = None
+    if moved is not None:
+        weight = 1.0 + opts.phase_loss_weight * (classes // cfg.n_classes).float()
+        weight, classes = weight[None, None].to(device), classes % cfg.n_classes
     k = images.shape[0]                                  # appearance copies (2 for gin-ipa)
     images, target = images.to(device), one_hot(classes[None], cfg.n_classes).to(device)
     starts = sample_starts(rng, classes.numpy(), cfg.patch, opts.patches_per_sample,
@@ -116,7 +130,9 @@ def train_step(model: Cascade, opt, sample, opts: TrainOptions, rng, device: str
         if model.stage1 is not None:
             logits1, feats1 = model.forward_stage1(images)
             low_target = downsample(target, cfg.stage1_factor).expand(k, -1, -1, -1, -1)
-            loss = loss + soft_dice_ce(logits1, low_target)
+            low_weight = (None if weight is None else
+                          downsample(weight, cfg.stage1_factor).expand(k, -1, -1, -1, -1))
+            loss = loss + soft_dice_ce(logits1, low_target, low_weight)
             ctx = [model.stage1_context(logits1.detach(), feats1, s, cfg.patch,
                                         images.shape[2:]) for s in starts]
         x = torch.cat([crop(images, s, cfg.patch) for s in starts])          # (n*k, C, *patch)
@@ -127,7 +143,9 @@ def train_step(model: Cascade, opt, sample, opts: TrainOptions, rng, device: str
             logits2 = model.forward_stage2(x, probs_up, feats_up)
         else:
             logits2 = model.forward_stage2(x)
-        loss = loss + soft_dice_ce(logits2, y)
+        w2 = (None if weight is None else
+              torch.cat([crop(weight, s, cfg.patch) for s in starts]).repeat_interleave(k, 0))
+        loss = loss + soft_dice_ce(logits2, y, w2)
         if k == 2 and opts.consistency_weight > 0:
             logp = F.log_softmax(logits2.float(), dim=1)
             a, b = logp[0::2], logp[1::2]
@@ -183,6 +201,8 @@ def train(model: Cascade, samples, opts: TrainOptions, val_fraction: float = 0.2
     model.to(memory_format=torch.channels_last_3d)  # as at inference; faster on CPU
     train_set, val_set = split_subjects(samples, val_fraction, opts.seed)
     val_set = _limit_frames(val_set, opts.max_val_frames)
+    weights = phase_weights(train_set, opts.phase_weight)
+    moved = moved_masks(train_set) if opts.phase_loss_weight > 0 else [None] * len(train_set)
     opt = opt or torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=1e-5)
     for epoch in range(start_epoch, opts.epochs):
         rng = np.random.default_rng([opts.seed, epoch])
@@ -191,8 +211,8 @@ def train(model: Cascade, samples, opts: TrainOptions, val_fraction: float = 0.2
             group["lr"] = opts.lr * (1 - epoch / opts.epochs) ** 0.9
         model.train()
         losses = []
-        for i in rng.permutation(len(train_set)):
-            losses.append(train_step(model, opt, train_set[i], opts, rng, device))
+        for i in epoch_order(rng, len(train_set), weights):
+            losses.append(train_step(model, opt, train_set[i], opts, rng, device, moved[i]))
             if progress is not None:
                 progress.update(1)
         dice = evaluate(model, val_set, device) if val_set else []
@@ -205,6 +225,50 @@ def train(model: Cascade, samples, opts: TrainOptions, val_fraction: float = 0.2
         if on_epoch is not None:
             on_epoch(model, opt, history)
     return history
+
+
+def moved_masks(samples) -> list[np.ndarray | None]:
+    """Per sample, its subject's phase-dependent voxels: uint8 (X, Y, Z), 1 where the label
+    is not the same in every frame of the cine (the moving ventricular walls, the base that
+    is ventricle at ED and atrium at ES). None for a subject with one frame."""
+    by_subject: dict[str, list] = {}
+    for s in samples:
+        by_subject.setdefault(s.subject, []).append(s)
+    masks: dict[str, np.ndarray | None] = {}
+    for subject, frames in by_subject.items():
+        first = frames[0].classes
+        same = [f.classes for f in frames[1:] if f.classes.shape == first.shape]
+        masks[subject] = (np.any([c != first for c in same], axis=0).astype(np.uint8)
+                          if same else None)
+    return [masks[s.subject] for s in samples]
+
+
+def phase_weights(samples, weight: float) -> np.ndarray | None:
+    """Sampling weight per sample: ``1 + weight x c / c_max``, with ``c`` the number of
+    voxels whose label differs from the subject's first labelled frame (ED) and ``c_max``
+    the largest ``c`` of that subject. Frames far from ED (end systole) come up to
+    ``1 + weight`` times as often; None (uniform) when ``weight`` is 0 or nothing moves."""
+    if weight <= 0:
+        return None
+    first: dict[str, object] = {}
+    for s in sorted(samples, key=lambda s: s.frame):
+        first.setdefault(s.subject, s)
+    change = np.array([np.count_nonzero(s.classes != first[s.subject].classes)
+                       if s.classes.shape == first[s.subject].classes.shape else 0
+                       for s in samples], dtype=float)
+    top = {sub: max(change[i] for i, s in enumerate(samples) if s.subject == sub)
+           for sub in first}
+    w = np.array([1.0 + weight * c / top[s.subject] if top[s.subject] > 0 else 1.0
+                  for c, s in zip(change, samples)])
+    return None if np.allclose(w, 1.0) else w
+
+
+def epoch_order(rng: np.random.Generator, n: int, weights=None) -> np.ndarray:
+    """One epoch's sample indices: a permutation of ``n``, or ``n`` draws with replacement
+    in proportion to ``weights``."""
+    if weights is None:
+        return rng.permutation(n)
+    return rng.choice(n, size=n, p=weights / weights.sum())
 
 
 def _limit_frames(samples, n: int):

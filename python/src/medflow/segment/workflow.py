@@ -30,10 +30,11 @@ NAMES = {"cardiac": {0: "background", 1: "LV", 2: "myocardium", 3: "RV"},
 
 def build_config(samples, labels, spacing, patch, stage1_factor, channels, levels, stages,
                  regions, in_channels, kind: str = "generic", memory_budget=None,
-                 copies: int = 1):
+                 copies: int = 1, context: tuple[str, ...] = ()):
     """Plan the architecture from the data (:func:`plan.plan_cascade`: patch, levels,
     widths, stage-1 factor under ``memory_budget`` bytes; explicit options kept) and add
-    labels and regions. Returns the :class:`plan.Plan` (its ``config`` is the model's)."""
+    labels, regions and temporal context. Returns the :class:`plan.Plan` (its ``config``
+    is the model's)."""
     from medflow.segment.plan import DEFAULT_BUDGET, Fingerprint, plan_cascade
 
     if regions != "none" and not set(labels) >= {0, 1, 2, 4} and not set(labels) >= {0, 1, 2, 3}:
@@ -47,7 +48,7 @@ def build_config(samples, labels, spacing, patch, stage1_factor, channels, level
     return plan_cascade(fp, memory_budget or DEFAULT_BUDGET, patch=patch,
                         stage1_factor=stage1_factor, channels=channels, levels=levels,
                         stages=stages, copies=copies, in_channels=in_channels,
-                        labels=tuple(labels), regions=reg,
+                        context_frames=tuple(context), labels=tuple(labels), regions=reg,
                         label_names=tuple(names.get(v, f"label_{v}") for v in labels))
 
 
@@ -60,9 +61,14 @@ def train_outputs(out: Path) -> list[Path]:
 
 def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1_factor,
                 augment, val_fraction, channels, levels, lr, stages, regions, resume, device,
-                seed, samplesheet, progress=False, memory_budget=None, announce=None) -> dict:
-    """Train from a samplesheet into ``out``; returns the model card. ``announce`` receives
-    the plan's one-line summary before training starts (default: the log, at info)."""
+                seed, samplesheet, context: tuple[str, ...] = (), phase_weight: float = 0.0,
+                phase_loss_weight: float = 0.0, progress=False, memory_budget=None,
+                announce=None) -> dict:
+    """Train from a samplesheet into ``out``; returns the model card.
+
+    ``context``: temporal context frames (:mod:`segment.context`); a resumed run keeps the
+    saved model's. ``announce`` receives the plan's one-line summary before training starts
+    (default: the log, at info)."""
     import torch
     from tqdm import tqdm
 
@@ -72,11 +78,15 @@ def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1
     from medflow.segment.train import TrainOptions, split_subjects, train
 
     timer = Timer()
-    opts = TrainOptions(epochs=epochs, lr=lr, augment=augment, seed=seed)
+    opts = TrainOptions(epochs=epochs, lr=lr, augment=augment, phase_weight=phase_weight,
+                        phase_loss_weight=phase_loss_weight, seed=seed)
     prior = read_card(out) if resume and (Path(out) / "model.json").exists() else None
     known = tuple(prior["config"]["labels"]) if prior else None
     spacing = tuple(prior["config"]["spacing"]) if prior else None
-    samples, labels, spacing = load_training_samples(df, image_roles, label_role, known, spacing)
+    if prior:
+        context = tuple(prior["config"].get("context_frames", ()))
+    samples, labels, spacing = load_training_samples(df, image_roles, label_role, known, spacing,
+                                                     context)
     if not samples:
         raise InvalidDataError("no labelled frames in the samplesheet", samplesheet)
     if prior:
@@ -85,7 +95,7 @@ def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1
     else:
         plan = build_config(samples, labels, spacing, patch, stage1_factor, channels, levels,
                             stages, regions, len(image_roles), df.attrs.get("kind", "generic"),
-                            memory_budget, 2 if augment == "gin-ipa" else 1)
+                            memory_budget, 2 if augment == "gin-ipa" else 1, context)
         (announce or log.info)(plan.line())
         torch.manual_seed(seed)
         model, history, plan_card = Cascade(plan.config).to(device), [], plan.card()
@@ -95,6 +105,7 @@ def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1
     train_set, val_set = split_subjects(samples, val_fraction, seed)
     base = {"plan": plan_card, "labels": list(labels), "label_names": list(model.cfg.label_names),
             "spacing_mm": list(spacing), "normalisation": model.cfg.normalisation,
+            "input": input_card(model.cfg, image_roles),
             "training": {"image_roles": list(image_roles), "label_role": label_role,
                          "data_sha256": training_checksum(df, (*image_roles, label_role)),
                          "subjects": int(df.shape[0]), "samples": len(samples),
@@ -122,9 +133,21 @@ def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1
         save_model(out, model, card, opt)
     timer.mark("train_s")
     with atomic_outputs() as o:
-        write_json(make_sidecar("segment-cascaded train", {**vars(opts), "stages": stages},
+        write_json(make_sidecar("segment-cascaded train", {**vars(opts), "stages": stages,
+                                "context_frames": list(model.cfg.context_frames)},
                                 {"samplesheet": samplesheet}, timer), o.path(out / TRAIN_SIDECAR))
     return card
+
+
+def input_card(cfg, image_roles) -> dict:
+    """What ``predict`` must be given and builds: the image roles in order, whether a cine
+    is needed, and the network's channels (each role at the frame, then at each context
+    frame)."""
+    frames = ["t"] + ["frame 0 (ED)" if c == "ed" else f"t{c} (cyclic)"
+                      for c in cfg.context_frames]
+    return {"image_roles": list(image_roles), "context_frames": list(cfg.context_frames),
+            "needs_cine": bool(cfg.context_frames),
+            "network_channels": [f"{r} at {f}" for f in frames for r in image_roles]}
 
 
 def write_curve(out: Path, history: list[dict]) -> None:
@@ -163,7 +186,8 @@ def uncertainty_paths(path: Path, regions: dict) -> dict[str, Path]:
 
 def predict_files(model, card, model_dir, inputs, output, probabilities=None,
                   uncertainty=None, *, tta=1, mc=1, kind="entropy", device="cpu", seed=0,
-                  progress=False, overlap=None, max_memory=None) -> Path:
+                  progress=False, overlap=None, max_memory=None,
+                  ventricle_anatomy=True) -> Path:
     """Read the input channel(s) (uncompressed NIfTI memory-mapped), segment every frame,
     write the label map (and probabilities, uncertainty) atomically with a JSON sidecar.
     The memory estimate is checked against ``max_memory`` (bytes) before any output."""
@@ -200,14 +224,14 @@ def predict_files(model, card, model_dir, inputs, output, probabilities=None,
         with tqdm(total=windows, disable=not progress, desc="predict", unit="window") as bar:
             facts = segment(model, vols, label.array, prob.array if prob else None,
                             {k: s.array for k, s in unc.items()}, tta, mc, kind, device, seed,
-                            bar.update, layout)
+                            bar.update, layout, ventricle_anatomy)
         for sink in (label, prob, *unc.values()):
             if sink is not None:
                 sink.close()
         timer.mark("predict_s")
         params = {"tta": tta, "mc_samples": mc, "uncertainty_kind": kind, "seed": seed,
                   "device": device, "model": str(model_dir), "overlap": overlap,
-                  "max_memory_bytes": max_memory}
+                  "max_memory_bytes": max_memory, "ventricle_anatomy": ventricle_anatomy}
         ins = {f"input_{i}": p for i, p in enumerate(inputs)}
         ins["model_weights"] = Path(model_dir) / "model.safetensors"
         extra = {"outputs": {"labels": str(output), "probabilities": probabilities,

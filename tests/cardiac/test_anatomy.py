@@ -1,0 +1,75 @@
+"""The ventricle-anatomy rule: blood pool outside the myocardial ring is not ventricle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medflow.cardiac import voxel_phenotypes
+from medflow.cardiac.anatomy import enforce_ventricle_anatomy, lv_enclosure
+
+
+def heart_slice(shape=(30, 30), lv_r=5.0, ring=True, rv=True, gap_deg=0.0):
+    """One short-axis slice: LV disc (1), a myocardial ring (2) with an optional gap of
+    ``gap_deg`` degrees (an outflow tract), an RV crescent (3) beside it."""
+    x, y = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    d = np.hypot(x - 12, y - 15)
+    angle = np.degrees(np.arctan2(y - 15, x - 12)) % 360
+    sl = np.zeros(shape, np.uint8)
+    if rv:
+        sl[(np.hypot(x - 12 - lv_r - 5, y - 15) < lv_r + 1) & (d >= lv_r + 2)] = 3
+    if ring:
+        sl[(d >= lv_r) & (d < lv_r + 2) & ~(angle < gap_deg)] = 2
+    sl[d < lv_r] = 1
+    return sl
+
+
+def test_enclosure_of_closed_open_and_missing_rings():
+    closed = heart_slice()
+    assert lv_enclosure(closed, closed == 1) == 1.0
+    missing = heart_slice(ring=False)
+    assert lv_enclosure(missing, missing == 1) < 0.5
+    lvot = heart_slice(gap_deg=90)                 # a quarter open: outflow tract, kept
+    assert 0.6 < lv_enclosure(lvot, lvot == 1) < 0.9
+
+
+def test_basal_atrium_at_end_systole_is_removed_and_the_ventricle_kept():
+    """(X, Y, Z, T): slice 0 is ventricle at ED (ringed) and atrium at ES (a disc without a
+    ring, plus the right atrium): the rule removes exactly the ES atrium."""
+    ed, atrium = heart_slice(), heart_slice(ring=False)
+    lab = np.stack([np.stack([ed, ed, ed], -1), np.stack([atrium, ed, ed], -1)], -1)
+    before = lab.copy()
+    fixed, removed = enforce_ventricle_anatomy(lab)
+    assert np.array_equal(lab, before)                        # input untouched
+    assert fixed.shape == lab.shape and fixed.dtype == lab.dtype
+    assert not (fixed[..., 0, 1] > 0).any()                   # no LV, no RV left there
+    assert np.array_equal(fixed[..., 0], lab[..., 0])         # ED frame unchanged
+    assert np.array_equal(fixed[..., 1:, 1], lab[..., 1:, 1])  # other ES slices unchanged
+    assert removed == {"lv_voxels": int((atrium == 1).sum()),
+                       "rv_voxels": int((atrium == 3).sum())}
+    # the LVEF this changes, by hand: ED 3 slices of LV, ES 3 (wrong) vs 2 (right)
+    spacing = (1.0, 1.0, 10.0)
+    lv = int((ed == 1).sum())
+    bad = voxel_phenotypes(lab, spacing)["lvef_pct"]
+    good = voxel_phenotypes(fixed, spacing)["lvef_pct"]
+    assert bad == pytest.approx(0.0) and good == pytest.approx(100 * (3 * lv - 2 * lv) / (3 * lv))
+
+
+def test_outflow_tract_apex_and_a_slice_axis_elsewhere():
+    lvot = heart_slice(gap_deg=90)
+    apex = heart_slice(rv=False)                   # LV and myocardium without RV: kept
+    lab = np.stack([lvot, apex], -1)
+    fixed, removed = enforce_ventricle_anatomy(lab)
+    assert np.array_equal(fixed, lab) and removed == {"lv_voxels": 0, "rv_voxels": 0}
+    # the same stack with the slices along axis 0
+    moved = np.moveaxis(np.stack([heart_slice(ring=False), apex], -1), 2, 0)
+    fixed0, removed0 = enforce_ventricle_anatomy(moved, slice_axis=0)
+    assert not (fixed0[0] == 1).any() and np.array_equal(fixed0[1], apex)
+    assert removed0["lv_voxels"] > 0
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="dimensions"):
+        enforce_ventricle_anatomy(np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError, match="axis"):
+        enforce_ventricle_anatomy(np.zeros((4, 4, 2, 2), np.uint8), slice_axis=3)
