@@ -12,14 +12,10 @@ import click
 from medflow.options import (device_option, jobs_option, resolve_device, seed_option,
                              verbosity_options)
 
-ROLE_OPTIONS = {"sa": "seg_sa", "la_2ch": "seg_la_2ch", "la_4ch": "seg_la_4ch",
-                "hr_ed": "hr_ed"}
+ROLE_OPTIONS = {"sa": "seg_sa", "la_2ch": "seg_la_2ch", "la_4ch": "seg_la_4ch"}
 
 
 def _views(f):
-    f = click.option("--hr-ed", type=click.Path(path_type=Path),
-                     help="High-resolution 3D ED segmentation (super-resolve's output): "
-                          "used for the ED shape.")(f)
     f = click.option("--la-4ch", type=click.Path(path_type=Path),
                      help="4-chamber long-axis cine segmentation.")(f)
     f = click.option("--la-2ch", type=click.Path(path_type=Path),
@@ -32,7 +28,7 @@ def _views(f):
 def _batch(f):
     f = click.option("--role", "roles", multiple=True, metavar="VIEW=COLUMN",
                      help="Batch mode: samplesheet column of a view (default sa=seg_sa, "
-                          "la_2ch=seg_la_2ch, la_4ch=seg_la_4ch, hr_ed=hr_ed).")(f)
+                          "la_2ch=seg_la_2ch, la_4ch=seg_la_4ch).")(f)
     f = click.option("--outdir", type=click.Path(file_okay=False, path_type=Path),
                      help="Batch mode: results folder (<subject>/<subject>_...).")(f)
     f = click.option("--samplesheet", type=click.Path(path_type=Path),
@@ -91,7 +87,7 @@ def estimate_motion_mesh() -> None:
 @device_option
 @seed_option
 @verbosity_options
-def fit_cmd(sa, la_2ch, la_4ch, hr_ed, out, prefix, samplesheet, outdir, roles, iterations,
+def fit_cmd(sa, la_2ch, la_4ch, out, prefix, samplesheet, outdir, roles, iterations,
             jobs, threads, device, seed) -> None:
     """Fit the template mesh and its motion to one subject's segmentations (no training).
 
@@ -110,7 +106,7 @@ def fit_cmd(sa, la_2ch, la_4ch, hr_ed, out, prefix, samplesheet, outdir, roles, 
     resolve_device(device)  # the per-subject fit runs on CPU; checked for the contract
     opts = FitOptions() if iterations is None else FitOptions(motion_iterations=iterations)
     if single:
-        row = fit_files(sa, la_2ch, la_4ch, out, prefix, hr_ed, opts, seed, threads)
+        row = fit_files(sa, la_2ch, la_4ch, out, prefix, opts, seed, threads)
         click.echo(f"{out}  LVEF {row['lvef_pct']:.1f} %  LVEDV {row['lvedv_ml']:.1f} mL  "
                    f"QC {'pass' if row['qc_pass'] else 'fail: ' + row['qc_reasons']}")
         return

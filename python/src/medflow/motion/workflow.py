@@ -57,15 +57,13 @@ def measure(inputs: Inputs, topo: Topology, vertices: np.ndarray, info: dict,
 
 
 def fit_files(sa: Path, la_2ch: Path | None, la_4ch: Path | None, out: Path,
-              prefix: str | None = None, hr_ed: Path | None = None,
+              prefix: str | None = None,
               opts: FitOptions | None = None, seed: int = 0, threads: int = 1) -> dict:
     """Fit one subject and write its outputs; returns the phenotype row.
 
     Args:
         sa, la_2ch, la_4ch: cine segmentations (UK Biobank labels); long-axis optional.
         out, prefix: output folder and file prefix (see :mod:`medflow.motion.outputs`).
-        hr_ed: optional high-resolution 3D ED segmentation (super-resolve's output):
-            it replaces the stack and long-axis maps for the ED shape.
         opts: fitting options; seed: torch seed (the fit is deterministic given it).
     """
     import torch
@@ -79,13 +77,8 @@ def fit_files(sa: Path, la_2ch: Path | None, la_4ch: Path | None, out: Path,
     n_sa = inputs.views[0].labels.shape[2]
     init = initial_frame(inputs.views[0], inputs.views[1:])
     topo = Topology()
-    ed_targets = targets
-    if hr_ed is not None:
-        from medflow.motion.highres import highres_targets
-
-        ed_targets = highres_targets(hr_ed, targets)
     timer.mark("read_s")
-    ed = fit_ed(ed_targets, n_sa, init, topo, opts)
+    ed = fit_ed(targets, n_sa, init, topo, opts)
     timer.mark("ed_fit_s")
     vertices, info = fit_motion(targets, ed, topo, opts)
     timer.mark("motion_fit_s")
@@ -93,8 +86,6 @@ def fit_files(sa: Path, la_2ch: Path | None, la_4ch: Path | None, out: Path,
     params = {"options": opts.to_dict(), "seed": seed, "mode": "fit",
               "frame_interval_s": inputs.frame_interval_s}
     ins = {f"seg_{k}": p for k, p in inputs.paths.items()}
-    if hr_ed is not None:
-        ins["hr_ed"] = hr_ed
     sidecar = make_sidecar(f"{TOOL} fit", params, ins, timer, phenotypes=row,
                            geometry=geometry, losses={**ed.loss, "motion": {
                                k: v for k, v in info.items() if isinstance(v, float)}})
@@ -108,7 +99,7 @@ def _fit_row(args) -> tuple[str, str | None]:
 
     try:
         fit_files(paths["sa"], paths.get("la_2ch"), paths.get("la_4ch"), outdir / subject,
-                  subject, paths.get("hr_ed"), opts, seed)
+                  subject, opts, seed)
         return subject, None
     except MedflowError as exc:
         return subject, f"exit {exc.exit_code}: {exc.format_message()}"
@@ -119,7 +110,7 @@ def fit_batch(samplesheet: Path, outdir: Path, roles: dict[str, str], opts: FitO
     """Fit every subject of a samplesheet into ``outdir/<subject>/``.
 
     Args:
-        roles: view -> samplesheet column (``sa``, ``la_2ch``, ``la_4ch``, ``hr_ed``).
+        roles: view -> samplesheet column (``sa``, ``la_2ch``, ``la_4ch``).
 
     Returns:
         (subjects done, one line per failed subject).
