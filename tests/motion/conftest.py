@@ -46,3 +46,15 @@ def fast_options():
     from medflow.motion.fit import FitOptions
 
     return FitOptions(**FAST)
+
+
+@pytest.fixture(scope="session")
+def heart_writer():
+    """:func:`write_heart` (test modules cannot import conftest under importlib mode)."""
+    return write_heart
+
+
+@pytest.fixture(scope="session")
+def fast():
+    """The fast fitting options, as keyword arguments."""
+    return dict(FAST)

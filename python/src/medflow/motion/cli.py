@@ -80,7 +80,8 @@ def estimate_motion_mesh() -> None:
 @click.option("--prefix", default=None, help="Prefix of the output names (e.g. the subject).")
 @_batch
 @click.option("--iterations", type=click.IntRange(min=1), default=None,
-              help="Motion optimisation steps [default: 150].")
+              help="B-spline motion evaluations per frame [default: 15 for 50 frames, up "
+                   "to 30 for short cines].")
 @jobs_option
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
               help="CPU threads per subject.")
@@ -104,7 +105,7 @@ def fit_cmd(sa, la_2ch, la_4ch, out, prefix, samplesheet, outdir, roles, iterati
 
     single = _check_mode(sa, out, samplesheet, outdir)
     resolve_device(device)  # the per-subject fit runs on CPU; checked for the contract
-    opts = FitOptions() if iterations is None else FitOptions(motion_iterations=iterations)
+    opts = FitOptions() if iterations is None else FitOptions(frame_iterations=iterations)
     if single:
         row = fit_files(sa, la_2ch, la_4ch, out, prefix, opts, seed, threads)
         click.echo(f"{out}  LVEF {row['lvef_pct']:.1f} %  LVEDV {row['lvedv_ml']:.1f} mL  "

@@ -100,7 +100,7 @@ def lbfgs(params: list[torch.Tensor], objective, evaluations: int) -> None:
                                   tolerance_grad=1e-6, tolerance_change=1e-7,
                                   line_search_fn="strong_wolfe")
         before = count[0]
-        loss = float(optim.step(closure))
+        loss = float(optim.step(closure).detach())
         if best is not None and loss > best - 1e-6 * abs(best) or count[0] - before < 3:
             break
         best = loss if best is None else min(best, loss)

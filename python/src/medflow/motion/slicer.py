@@ -160,7 +160,9 @@ def section_losses(sec: Sections, targets: PlaneTargets, shifts: torch.Tensor | 
         ``distance`` (mean penalised squared distance, mm^2, length-weighted over the
         sections of classes the label maps hold; absent classes are the area term's),
         ``area`` (mean squared area error over perimeter, mm^2), and per plane-and-class
-        ``rms_mm`` (T, P, C) for QC (NaN where nothing was cut), and ``mesh_area`` (T, P, C).
+        ``rms_mm`` (T, P, C) for QC (NaN where nothing was cut), ``mesh_area`` (T, P, C)
+        and ``distance_sum`` (the length-weighted penalty before its normalisation, whose
+        weight sum is held constant in the gradient, as the label area's boundary length).
     """
     T, P, C = targets.present.shape
     o, u, v = targets.origin[sec.plane], targets.u[sec.plane], targets.v[sec.plane]
@@ -208,4 +210,5 @@ def section_losses(sec: Sections, targets: PlaneTargets, shifts: torch.Tensor | 
     area = (wp * err ** 2).sum() / wp.sum()
     rms = torch.sqrt(sq_sum / len_sum).reshape(T, P, C)
     rms = torch.where(len_sum.reshape(T, P, C) > 0, rms, torch.full_like(rms, float("nan")))
-    return {"distance": distance, "area": area, "rms_mm": rms, "mesh_area": mesh_area}
+    return {"distance": distance, "area": area, "rms_mm": rms, "mesh_area": mesh_area,
+            "distance_sum": total}

@@ -15,7 +15,8 @@ from medflow.motion.fit import EDFit, FitOptions, fit_ed, fit_motion
 from medflow.motion.initial import initial_frame
 from medflow.motion.inputs import Inputs, read_inputs
 from medflow.motion.measures import mesh_wall, phenotypes, quality
-from medflow.motion.outputs import vertex_table, write_subject
+from medflow.io.outputs import check_outputs
+from medflow.motion.outputs import output_paths, vertex_table, write_subject
 from medflow.motion.targets import build_targets
 from medflow.motion.template import LV_ENDO, LV_EPI, Topology
 
@@ -71,6 +72,7 @@ def fit_files(sa: Path, la_2ch: Path | None, la_4ch: Path | None, out: Path,
     torch.manual_seed(seed)
     torch.set_num_threads(max(1, threads))
     opts = opts or FitOptions()
+    check_outputs(output_paths(out, prefix).values(), [sa, la_2ch, la_4ch])
     timer = Timer()
     inputs = read_inputs(sa, la_2ch, la_4ch)
     targets, planes = build_targets(inputs.views)
@@ -123,6 +125,10 @@ def fit_batch(samplesheet: Path, outdir: Path, roles: dict[str, str], opts: FitO
         paths = {view: Path(row[col]) for view, col in roles.items()
                  if col in row and isinstance(row[col], str)}
         work.append((row["subject"], paths, Path(outdir), opts, seed))
+    # Before any fit: no subject's output may overwrite an input (exit 2).
+    check_outputs([p for subject, _, out, _, _ in work
+                   for p in output_paths(out / subject, subject).values()],
+                  [samplesheet, *(p for w in work for p in w[1].values())])
     if jobs > 1 and len(work) > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             results = list(pool.map(_fit_row, work))
