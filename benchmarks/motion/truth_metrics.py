@@ -18,8 +18,11 @@ from medflow.phantom.heart import HeartModel, HeartParams
 PHENOTYPES = {"lvef_pct": "lvef_pct", "lvedv_ml": "lvedv_ml", "lvesv_ml": "lvesv_ml",
               "lvm_g": "lv_mass_g", "rvef_pct": "rvef_pct", "rvedv_ml": "rvedv_ml",
               "ecc_global_pct": "ecc_global_pct", "err_global_pct": "err_global_pct",
-              "ell_global_pct": "ell_global_pct", "wt_global_mm": "wt_global_mm"}
-RELATIVE = ("lvedv_ml", "lvesv_ml", "lvm_g", "rvedv_ml")
+              "ell_global_pct": "ell_global_pct", "wt_global_mm": "wt_global_mm",
+              # The voxel-counting twins (today's cohort-table method), for comparison.
+              "lvef_voxel_pct": "lvef_pct", "lvedv_voxel_ml": "lvedv_ml",
+              "lvesv_voxel_ml": "lvesv_ml"}
+RELATIVE = ("lvedv_ml", "lvesv_ml", "lvm_g", "rvedv_ml", "lvedv_voxel_ml", "lvesv_voxel_ml")
 
 
 def heart_of(truth: dict) -> HeartModel:
