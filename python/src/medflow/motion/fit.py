@@ -62,6 +62,7 @@ class FitOptions:
     time_weight: float = 0.05
     shift_prior_mm: float = 10.0
     robust_mm: float = 8.0
+    long_axis_weight: float = 1.0      # per long-axis plane, relative to a short-axis slice
     absent_weight: float = 0.1
 
     def to_dict(self) -> dict:

@@ -75,7 +75,8 @@ def fit_files(sa: Path, la_2ch: Path | None, la_4ch: Path | None, out: Path,
     check_outputs(output_paths(out, prefix).values(), [sa, la_2ch, la_4ch])
     timer = Timer()
     inputs = read_inputs(sa, la_2ch, la_4ch)
-    targets, planes = build_targets(inputs.views)
+    targets, planes = build_targets(inputs.views, {
+        "la_2ch": opts.long_axis_weight, "la_4ch": opts.long_axis_weight})
     n_sa = inputs.views[0].labels.shape[2]
     init = initial_frame(inputs.views[0], inputs.views[1:])
     topo = Topology()
