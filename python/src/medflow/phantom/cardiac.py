@@ -30,6 +30,7 @@ from medflow.phantom import cine_planes as cp
 from medflow.phantom.appearance import (CONTRASTS, Appearance, bias_field, check_contrast,
                                        draw_appearance, render, tissue_intensity)
 from medflow.phantom.heart import MYOCARDIUM_DENSITY, HeartModel, tissue_to_label
+from medflow.phantom.motion_truth import strain_truth
 from medflow.phantom.thorax import Thorax, thorax_classes
 from medflow.phantom.ukbb import HEART_RATE_BPM, draw_heart_rate, ukbb_roles, write_ukbb_cines
 
@@ -115,7 +116,7 @@ def subject_truth(heart: HeartModel, frames: int) -> dict:
     es_frame = int(round(heart.params.es_fraction * frames))
     ed, es = heart.volumes(0.0), heart.volumes(times[es_frame])
     per_frame = [heart.volumes(t) for t in times]
-    return {
+    truth = {
         "lvedv_ml": ed["lv_ml"], "lvesv_ml": es["lv_ml"],
         "lvef_pct": 100.0 * (1.0 - es["lv_ml"] / ed["lv_ml"]),
         "lv_myo_ml": ed["lv_myo_ml"], "lv_mass_g": MYOCARDIUM_DENSITY * ed["lv_myo_ml"],
@@ -126,6 +127,10 @@ def subject_truth(heart: HeartModel, frames: int) -> dict:
         "lv_volume_ml_per_frame": [v["lv_ml"] for v in per_frame],
         "rv_volume_ml_per_frame": [v["rv_ml"] for v in per_frame],
     }
+    # Peak strain (global, AHA and long-axis segments) and ED wall thickness, with the
+    # motion tool's definitions (medflow.cardiac.strain).
+    truth.update(strain_truth(heart, frames))
+    return truth
 
 
 def write_cardiac_subject(folder: Path, subject: str, seed: int, frames: int = 20,

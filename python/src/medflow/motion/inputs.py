@@ -1,0 +1,114 @@
+"""Reading and checking the views a mesh is fitted to (exit 65/66 with one clear line).
+
+Checks, in order: each file reads as a label map (66 missing, 65 unreadable); it is a
+cine (4D) with UK Biobank labels (0-3, atria 4-5 read as background); all views have the
+same number of frames and, where the NIfTI headers give a frame interval, the same cycle
+length; every long-axis plane cuts the short-axis stack; and the end-diastolic short-axis
+segmentation passes the ukbb_cardiac rules the mesh needs (LV blood pool and myocardium
+on enough contiguous slices, the mid-cavity slice with LV epicardium and RV).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medflow.cardiac.qc import short_axis_qc
+from medflow.errors import InvalidDataError
+from medflow.io.images import read_image
+from medflow.motion.targets import View
+
+KNOWN_LABELS = (0, 1, 2, 3, 4, 5)
+CYCLE_TOLERANCE = 0.05      # relative difference of cycle lengths that is still one cycle
+#: QC reasons that leave the mesh without support (a gap between LV slices is bridged).
+FATAL_QC = ("voxels", "slices hold", "mid-cavity")
+
+
+@dataclass
+class Inputs:
+    """The checked views and what the headers say about time."""
+
+    views: list[View]                 # sa first, then the long-axis views given
+    paths: dict[str, Path]            # view name -> file
+    frame_interval_s: float | None    # from pixdim[4] (None when absent or the default 1)
+
+
+def frame_interval(path: Path) -> float | None:
+    """The frame interval (s) from a NIfTI header's pixdim[4] and time unit, or None when
+    it is missing, zero or 1.0 (nibabel's and most writers' default: no real interval)."""
+    name = str(path).lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return None
+    import nibabel as nib
+
+    header = nib.load(str(path)).header
+    dt = float(header["pixdim"][4])
+    if not dt > 0 or dt == 1.0 or not math.isfinite(dt):
+        return None
+    unit = header.get_xyzt_units()[1]
+    return dt / 1000.0 if unit == "msec" else dt * 1e-6 if unit == "usec" else dt
+
+
+def _read(path: Path, name: str) -> View:
+    vol = read_image(path, kind="label")
+    data = np.asarray(vol.data)
+    if data.ndim != 4 or data.shape[3] < 2:
+        raise InvalidDataError(f"{name} must be a cine segmentation (X, Y, Z, T) with at "
+                               f"least 2 frames, got shape {list(data.shape)}", path)
+    values = np.unique(data)
+    unknown = [int(v) for v in values if int(v) not in KNOWN_LABELS]
+    if unknown:
+        raise InvalidDataError(f"unknown labels {unknown} in {name} (expected UK Biobank "
+                               f"labels 0-3, atria 4-5)", path)
+    return View(name, data.astype(np.uint8, copy=False), vol.affine)
+
+
+def _cuts_stack(la: View, sa: View) -> bool:
+    """Whether the long-axis plane's heart (labels 1-3, first frame) meets the stack."""
+    ijk = np.argwhere(np.isin(la.labels[..., 0], (1, 2, 3))).astype(np.float64)
+    if not len(ijk):
+        return False
+    world = ijk @ la.affine[:3, :3].T + la.affine[:3, 3]
+    inv = np.linalg.inv(sa.affine)
+    sa_ijk = world @ inv[:3, :3].T + inv[:3, 3]
+    shape = np.asarray(sa.labels.shape[:3])
+    inside = np.all((sa_ijk > -0.5) & (sa_ijk < shape - 0.5), axis=1)
+    return bool(inside.any())
+
+
+def read_inputs(sa: Path, la_2ch: Path | None = None, la_4ch: Path | None = None) -> Inputs:
+    """Read and check the views.
+
+    Raises:
+        MissingInputError (66), InvalidDataError (65): see the module docstring.
+    """
+    paths = {"sa": Path(sa)}
+    for name, p in (("la_2ch", la_2ch), ("la_4ch", la_4ch)):
+        if p is not None:
+            paths[name] = Path(p)
+    views = [_read(p, name) for name, p in paths.items()]
+    frames = {v.name: v.frames for v in views}
+    if len(set(frames.values())) > 1:
+        raise InvalidDataError("views have different frame counts ("
+                               + ", ".join(f"{k} {n}" for k, n in frames.items()) + ")",
+                               paths["sa"])
+    intervals = {name: frame_interval(p) for name, p in paths.items()}
+    known = {k: v * frames[k] for k, v in intervals.items() if v is not None}
+    if known and max(known.values()) > (1 + CYCLE_TOLERANCE) * min(known.values()):
+        raise InvalidDataError("views have different cycle lengths ("
+                               + ", ".join(f"{k} {1000 * s:.0f} ms" for k, s in known.items())
+                               + ")", paths["sa"])
+    for la in views[1:]:
+        if not _cuts_stack(la, views[0]):
+            raise InvalidDataError(f"the {la.name} plane does not intersect the short-axis "
+                                   "stack (or holds no heart labels)", paths[la.name])
+    fatal = [r for r in short_axis_qc(views[0].labels[..., 0])
+             if any(key in r for key in FATAL_QC)]
+    if fatal:
+        raise InvalidDataError("end-diastolic short-axis segmentation fails quality control: "
+                               + "; ".join(fatal), paths["sa"])
+    interval = next((v for v in (intervals["sa"], *intervals.values()) if v is not None), None)
+    return Inputs(views, paths, interval)
