@@ -34,15 +34,20 @@ def _stages(ctx, param, value: str | None) -> tuple[str, ...]:
 @click.option("--train", is_flag=True,
               help="Train a small model on the subjects that have labels (seg_sa) first; "
                    "it is written to <outdir>/train/model.")
+@click.option("--superres-model", type=click.Path(path_type=Path),
+              help="Shape prior written by 'super-resolve train-prior' (superres stage); "
+                   "with --train and gt_ed/gt_es columns one is trained instead.")
 @click.option("--stages", callback=_stages, metavar="NAME[,NAME...]",
-              help="Run only these stages: preprocess, train, segment, uncertainty.")
+              help="Run only these stages: preprocess, train, segment, uncertainty, "
+                   "train_prior, superres.")
 @click.option("--resume", is_flag=True,
               help="Skip tasks whose inputs (checksums) and parameters are unchanged.")
 @jobs_option
 @device_option
 @seed_option
 @verbosity_options
-def pipeline(input_, outdir, model, train, stages, resume, jobs, device, seed) -> None:
+def pipeline(input_, outdir, model, train, superres_model, stages, resume, jobs, device,
+             seed) -> None:
     """Run the pipeline (preprocess, segment, score uncertainty) over a samplesheet.
 
     The samplesheet and the model are checked before any work. Per-subject stages run
@@ -64,7 +69,8 @@ def pipeline(input_, outdir, model, train, stages, resume, jobs, device, seed) -
 
     if model is not None and train:
         raise click.UsageError("give --model or --train, not both")
-    opts = Options(input_, outdir, model, train, stages, jobs, resume, device, seed)
+    opts = Options(input_, outdir, model, train, stages, jobs, resume, device, seed,
+                   superres_model=superres_model)
     if model is None and not train and "segment" in [s.name for s in selected_stages(opts)]:
         raise click.UsageError("the segment stage needs --model DIR or --train")
     with tqdm(total=0, desc="pipeline", unit="task", file=sys.stderr,

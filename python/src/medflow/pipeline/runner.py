@@ -22,7 +22,7 @@ from medflow.io.paths import absolute
 from medflow.io.samplesheet import load_samplesheet
 from medflow.io.sidecar import write_json
 from medflow.pipeline import execute, plan
-from medflow.pipeline.checks import check_model
+from medflow.pipeline.checks import check_model, check_prior
 from medflow.pipeline.stages import (COHORT, STAGES, TRAIN_IMAGE_ROLE, TRAIN_LABEL_ROLE,
                                      Stage)
 
@@ -44,6 +44,7 @@ class Options:
     device: str = "auto"
     seed: int = 0
     report: bool = True
+    superres_model: Path | None = None  # shape prior of the superres stage
 
 
 @dataclass
@@ -76,7 +77,8 @@ def absolute_paths(opts: Options) -> Options:
     """``opts`` with every path absolute: they are written into task command lines, task
     records, derived samplesheets and ``params.json``, all read from other folders."""
     return replace(opts, input=absolute(opts.input), outdir=absolute(opts.outdir),
-                   model=opts.model and absolute(opts.model))
+                   model=opts.model and absolute(opts.model),
+                   superres_model=opts.superres_model and absolute(opts.superres_model))
 
 
 def selected_stages(opts: Options) -> list[Stage]:
@@ -84,6 +86,8 @@ def selected_stages(opts: Options) -> list[Stage]:
     chosen = []
     for stage in STAGES:
         if stage.only_with == "train" and not opts.train:
+            continue
+        if stage.only_with == "prior" and not (opts.superres_model or opts.train):
             continue
         if opts.stages and stage.name not in opts.stages:
             continue
@@ -117,8 +121,14 @@ def prepare(opts: Options) -> plan.Context:
     if "train" in names and not (label_role in sheet and sheet[label_role].notna().any()):
         raise InvalidDataError(f"--train needs labels: no subject has a '{label_role}' file",
                                opts.input)
+    prior = opts.superres_model
+    if prior is not None and "superres" in names:
+        check_prior(prior)
+    elif prior is None and opts.train:
+        prior = opts.outdir / "train_prior" / "prior"  # trained in this run (train_prior)
     return plan.Context(sheet, absolute(opts.outdir), model and absolute(model),
-                        image_roles, label_role, opts.device, opts.seed)
+                        image_roles, label_role, opts.device, opts.seed,
+                        superres_model=prior and absolute(prior))
 
 
 def run(opts: Options, progress: Callable[[int], None] | None = None,

@@ -14,6 +14,7 @@ import pandas as pd
 from medflow.io.atomic import atomic_path
 from medflow.io.tables import read_table
 from medflow.pipeline.stages import get_stage
+from medflow.report.superres import superres_section
 
 MAX_ROWS = 200      # a 100,000-subject cohort is read in Parquet, not in a web page
 OVERLAYS = 3        # subjects shown with their segmentation
@@ -172,7 +173,8 @@ def render_report(results: Path) -> Path:
              "<h2>cohort</h2><p>One row per subject, every stage's columns "
              "(<code>cohort.parquet</code>).</p>", _table(cohort),
              *_preprocess_section(results), *_train_section(results, report),
-             *_segment_section(results, report, cohort), *_uncertainty_section(results, report)]
+             *_segment_section(results, report, cohort), *_uncertainty_section(results, report),
+             *superres_section(results, report, _table)]
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>medflow report</title><style>{STYLE}</style></head><body>\n"
             + "\n".join(parts) + "\n</body></html>\n")

@@ -81,14 +81,16 @@ def train_prior_cmd(samplesheet, label_role, out, epochs, batch, latent, lr, bet
 @click.option("--hr-label-role", default="gt_ed,gt_es", show_default=True,
               help="High-resolution labels of the ED and ES frames (same grids).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--steps", type=click.IntRange(min=1), default=1500, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=600, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Patches (32^3 voxels) per step.")
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.1, show_default=True)
 @device_option
 @seed_option
 @verbosity_options
 def train_cmd(method, samplesheet, image_role, label_role, hr_image_role, hr_label_role, out,
-              steps, lr, val_fraction, device, seed) -> None:
+              steps, batch, lr, val_fraction, device, seed) -> None:
     """Train the joint image/label super-resolution network on thick/HR pairs.
 
     \b
@@ -98,7 +100,7 @@ def train_cmd(method, samplesheet, image_role, label_role, hr_image_role, hr_lab
     from medflow.superres.workflow import train_joint_files
 
     card = train_joint_files(samplesheet, image_role, label_role, _roles(hr_image_role),
-                             _roles(hr_label_role), out, steps=steps, lr=lr,
+                             _roles(hr_label_role), out, steps=steps, batch=batch, lr=lr,
                              val_fraction=val_fraction, device=resolve_device(device), seed=seed)
     click.echo(f"{out}  validation: {card['validation']}")
 

@@ -69,7 +69,7 @@ def _patch(pair: Pair, size, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def train_joint(train: list[Pair], val: list[Pair], cfg: JointConfig, *, steps: int,
-                batch: int = 4, lr: float = 2e-3, image_weight: float = 1.0, seed: int = 0,
+                batch: int = 2, lr: float = 2e-3, image_weight: float = 1.0, seed: int = 0,
                 device: str = "cpu") -> tuple[JointNet, list[dict], dict]:
     """Train on random patches: L1 on the image (in units of the scale) plus the
     cross-entropy of the labels.

@@ -110,8 +110,8 @@ def _frame_pairs(row, image_role, label_role, hr_image_roles, hr_label_roles, cf
 
 def train_joint_files(samplesheet: Path, image_role: str, label_role: str,
                       hr_image_roles: tuple[str, ...], hr_label_roles: tuple[str, ...],
-                      out: Path, *, steps: int, lr: float, val_fraction: float, device: str,
-                      seed: int) -> dict:
+                      out: Path, *, steps: int, batch: int, lr: float, val_fraction: float,
+                      device: str, seed: int) -> dict:
     """Train the joint network on every subject's ED/ES thick/HR pairs; returns the card."""
     from medflow.superres.joint import make_pair, train_joint
     from medflow.superres.joint_net import JointConfig
@@ -133,13 +133,13 @@ def train_joint_files(samplesheet: Path, image_role: str, label_role: str,
             pairs["train" if row["subject"] in train_ids else "val"].append(pair)
     timer.mark("read_s")
     net, history, validation = train_joint(pairs["train"], pairs["val"], cfg, steps=steps,
-                                           lr=lr, seed=seed, device=device)
+                                           batch=batch, lr=lr, seed=seed, device=device)
     timer.mark("train_s")
     card = {"training": {"image_role": image_role, "label_role": label_role,
                          "hr_image_roles": list(hr_image_roles),
                          "hr_label_roles": list(hr_label_roles), "subjects": len(df),
                          "train_subjects": train_ids, "val_subjects": val_ids,
-                         "steps": steps, "lr": lr, "seed": seed,
+                         "steps": steps, "batch": batch, "lr": lr, "seed": seed,
                          "data_sha256": data_checksum(df, roles)},
             "validation": validation}
     save_model(out, net.cpu(), "joint", card)
