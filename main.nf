@@ -124,10 +124,10 @@ workflow {
             }
         UNCERTAINTY(ch_cohort)
 
-        // train_prior (only with --train): the superres shape prior from the subjects'
-        // high-resolution ground truth (gt_ed, gt_es); otherwise --superres_model
+        // train_prior (only with --train_prior): the superres shape prior from the
+        // subjects' high-resolution ground truth (gt_ed, gt_es); otherwise --superres_model
         def prior = null
-        if (params.train) {
+        if (params.train_prior) {
             ch_prior = PREPROCESS.out.image
                 .filter { meta, label -> meta.role in ['gt_ed', 'gt_es'] }
                 .map { meta, label -> [meta.id, meta.role, label] }

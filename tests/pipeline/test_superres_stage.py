@@ -76,3 +76,49 @@ def test_no_prior_no_stage_and_a_wrong_prior_stops_the_run(runner, cohort, tiny_
                               "--superres-model", str(tiny_model)])
     assert res.exit_code == 65 and "not a shape prior" in res.output
     assert not (tmp_path / "r2").exists()
+
+
+def test_missing_prior_folder_66_and_both_prior_options_2(runner, cohort, tiny_model,
+                                                          coarse_prior, tmp_path):
+    base = ["pipeline", "--input", str(cohort), "--model", str(tiny_model)]
+    res = runner.invoke(cli, [*base, "--outdir", str(tmp_path / "r"), "--superres-model",
+                              str(tmp_path / "nope")])
+    assert res.exit_code == 66 and "shape prior folder not found" in res.output
+    res = runner.invoke(cli, [*base, "--outdir", str(tmp_path / "r"), "--superres-model",
+                              str(coarse_prior), "--train-prior"])
+    assert res.exit_code == 2 and "not both" in res.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_prior_needs_high_resolution_labels(runner, cohort, tiny_model, tmp_path):
+    res = runner.invoke(cli, ["pipeline", "--input", str(cohort), "--outdir",
+                              str(tmp_path / "r"), "--model", str(tiny_model),
+                              "--train-prior"])
+    assert res.exit_code == 65 and "gt_ed" in res.output and str(cohort) in res.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_prior_plans_the_prior_then_superres_with_it(cohort, tiny_model, tmp_path):
+    """--train-prior: the cohort task trains on the subjects with gt_ed and gt_es, and
+    every subject's superres task reads the prior it writes (planned before it exists, so
+    the output check covers the superres outputs too)."""
+    from medflow.pipeline import guard
+    from medflow.pipeline.runner import Options, absolute_paths, prepare, selected_stages
+
+    sheet = pd.read_csv(cohort)
+    sheet["gt_ed"] = sheet["seg_sa"]
+    sheet["gt_es"] = [sheet["seg_sa"][0], None, sheet["seg_sa"][2]]
+    sheet.to_csv(cohort, index=False)
+    opts = absolute_paths(Options(cohort, tmp_path / "r", tiny_model,
+                                  train_prior=True))
+    stages = selected_stages(opts)
+    assert [s.name for s in stages][-2:] == ["train_prior", "superres"]
+    ctx = prepare(opts)
+    tasks = guard.task_plan(ctx, stages)
+    prior = [t for t in tasks if t.stage == "train_prior"]
+    assert len(prior) == 1 and list(prior[0].sheet["subject"]) == ["s0", "s2"]
+    superres = [t for t in tasks if t.stage == "superres"]
+    assert len(superres) == 3
+    assert all(str(tmp_path / "r" / "train_prior" / "prior") in t.commands[0]
+               for t in superres)
+    assert selected_stages(Options(cohort, tmp_path / "r", tiny_model))[-1].name == "uncertainty"

@@ -196,3 +196,33 @@ def test_joint_needs_the_image_and_models_their_method(runner, tiny_prior, tmp_p
     res = run(runner, "predict", "--method", "latent", "--input", seg, "--output",
               tmp_path / "o.nii.gz")
     assert res.exit_code == 2 and "--model" in res.output
+
+
+def test_corrupt_prior_weights_65_and_nothing_written(runner, tiny_prior, tmp_path):
+    import shutil
+
+    folder, _ = tiny_prior
+    broken = tmp_path / "prior"
+    shutil.copytree(folder, broken)
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    seg = _stack(tmp_path, _ring_stack())
+    res = run(runner, "predict", "--model", broken, "--input", seg, "--output",
+              tmp_path / "o_{frame}.nii.gz")
+    assert res.exit_code == 65 and "corrupt weights" in res.output, res.output
+    assert not list(tmp_path.glob("o_*"))
+
+
+@pytest.mark.parametrize("what", ["labels", "image"])
+def test_output_over_an_input_is_refused_before_any_write(runner, tmp_path, what):
+    seg = _stack(tmp_path, _ring_stack())
+    image = tmp_path / "img.nii.gz"
+    write_nifti(Volume(_ring_stack().astype(np.float32) * 100, make_affine((1.8, 1.8, 10.0))),
+                image)
+    before = {p: p.read_bytes() for p in (seg, image)}
+    output, output_image = (seg, tmp_path / "i.nii.gz") if what == "labels" else \
+        (tmp_path / "o.nii.gz", image)
+    res = run(runner, "predict", "--method", "sdf", "--input", seg, "--image", image,
+              "--frames", "ed", "--output", output, "--output-image", output_image)
+    assert res.exit_code == 2, res.output
+    assert all(p.read_bytes() == b for p, b in before.items())
+    assert not (tmp_path / "o.nii.gz").exists() and not (tmp_path / "i.nii.gz").exists()

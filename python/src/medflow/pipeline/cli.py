@@ -35,8 +35,11 @@ def _stages(ctx, param, value: str | None) -> tuple[str, ...]:
               help="Train a small model on the subjects that have labels (seg_sa) first; "
                    "it is written to <outdir>/train/model.")
 @click.option("--superres-model", type=click.Path(path_type=Path),
-              help="Shape prior written by 'super-resolve train-prior' (superres stage); "
-                   "with --train and gt_ed/gt_es columns one is trained instead.")
+              help="Shape prior written by 'super-resolve train-prior': turns the superres "
+                   "stage on.")
+@click.option("--train-prior", is_flag=True,
+              help="Train the superres shape prior on the subjects that have gt_ed and gt_es "
+                   "first (<outdir>/train_prior/prior) and run the superres stage with it.")
 @click.option("--stages", callback=_stages, metavar="NAME[,NAME...]",
               help="Run only these stages: preprocess, train, segment, uncertainty, "
                    "train_prior, superres.")
@@ -46,8 +49,8 @@ def _stages(ctx, param, value: str | None) -> tuple[str, ...]:
 @device_option
 @seed_option
 @verbosity_options
-def pipeline(input_, outdir, model, train, superres_model, stages, resume, jobs, device,
-             seed) -> None:
+def pipeline(input_, outdir, model, train, superres_model, train_prior, stages, resume, jobs,
+             device, seed) -> None:
     """Run the pipeline (preprocess, segment, score uncertainty) over a samplesheet.
 
     The samplesheet and the model are checked before any work. Per-subject stages run
@@ -56,21 +59,30 @@ def pipeline(input_, outdir, model, train, superres_model, stages, resume, jobs,
     many failed. Writes results/<stage>/..., results/cohort.parquet,
     results/pipeline_info/ (versions, parameters, trace) and results/report/index.html.
 
+    One run at a time per results folder (another exits 75 naming the holder); no output
+    may be an input (exit 2, before any work); Ctrl-C or SIGTERM stops the running tasks,
+    removes their partial outputs and exits 130 (--resume continues).
+
     \b
     Example:
       medflow demo-cohort --kind cardiac --subjects 8 --out demo/cohort
       medflow pipeline --input demo/cohort/samplesheet.csv --outdir demo/results --train --jobs 2
       medflow pipeline --input samplesheet.csv --outdir results --model model --resume
+      medflow pipeline --input demo/cohort/samplesheet.csv --outdir demo/results --train \
+          --train-prior --jobs 2
     """
     from tqdm import tqdm
 
-    from medflow.errors import MedflowError
-    from medflow.pipeline.runner import Options, run, selected_stages, summary_line
+    from medflow.errors import EXIT_INTERRUPTED, Interrupted, MedflowError
+    from medflow.pipeline.runinfo import summary_line
+    from medflow.pipeline.runner import Options, run, selected_stages
 
     if model is not None and train:
         raise click.UsageError("give --model or --train, not both")
+    if superres_model is not None and train_prior:
+        raise click.UsageError("give --superres-model or --train-prior, not both")
     opts = Options(input_, outdir, model, train, stages, jobs, resume, device, seed,
-                   superres_model=superres_model)
+                   superres_model=superres_model, train_prior=train_prior)
     if model is None and not train and "segment" in [s.name for s in selected_stages(opts)]:
         raise click.UsageError("the segment stage needs --model DIR or --train")
     with tqdm(total=0, desc="pipeline", unit="task", file=sys.stderr,
@@ -79,7 +91,22 @@ def pipeline(input_, outdir, model, train, superres_model, stages, resume, jobs,
             bar.total = n
             bar.refresh()
 
-        result = run(opts, progress=bar.update, on_total=on_total)
+        try:
+            result = run(opts, progress=bar.update, on_total=on_total)
+        except Interrupted as exc:  # before the run started its tasks: nothing written
+            err = MedflowError(f"interrupted by {exc.name} before any task started")
+            err.exit_code = EXIT_INTERRUPTED
+            raise err from None
+    if result.interrupted:
+        stopped = sum(o.status == "cancelled" and o.seconds > 0 for o in result.outcomes)
+        queued = sum((o.status == "cancelled" and o.seconds == 0)
+                     or (o.status == "skipped" and o.error.startswith("interrupted"))
+                     for o in result.outcomes)
+        err = MedflowError(f"interrupted by {result.stopped_by}: {stopped} running task(s) "
+                           f"stopped and their partial outputs removed, {queued} not run; "
+                           "rerun with --resume to continue", outdir)
+        err.exit_code = EXIT_INTERRUPTED
+        raise err
     for outcome in result.failed_tasks:
         click.echo(f"medflow: error: {outcome.task}: exit {outcome.exit_code}: "
                    f"{outcome.error}", err=True)

@@ -16,6 +16,7 @@ import pandas as pd
 
 from medflow.errors import InvalidDataError
 from medflow.io.images import image_format
+from medflow.io.paths import inside
 from medflow.io.samplesheet import is_label_role
 from medflow.pipeline.stages import COHORT, Stage, get_stage
 
@@ -32,6 +33,7 @@ class Context:
     device: str = "auto"
     seed: int = 0
     superres_model: Path | None = None  # shape prior (given, or the train_prior output)
+    prior_in_run: bool = False  # the train_prior stage of this run writes it
 
 
 @dataclass
@@ -57,9 +59,10 @@ def stage_dir(ctx: Context, stage: str) -> Path:
 
 
 def _file(ctx: Context, stage: Stage, output: str, subject: str | None, role: str) -> Path:
+    # Subject IDs and roles come from the samplesheet: the path must stay in its folder.
     name = stage.outputs[output].format(subject=subject, role=role)
     folder = stage_dir(ctx, stage.name)
-    return folder / subject / name if subject else folder / name
+    return inside(folder, subject, name) if subject else folder / name
 
 
 def has(row: dict, role: str) -> bool:
@@ -182,7 +185,7 @@ def superres_task(ctx: Context, row: dict) -> Task | str:
     stage, subject = get_stage("superres"), row["subject"]
     role = ctx.image_roles[0]
     prior = ctx.superres_model
-    if prior is None or not (prior / "model.json").exists():
+    if prior is None or not (ctx.prior_in_run or (prior / "model.json").exists()):
         return "no shape prior (give --superres-model, or --train with gt_ed and gt_es)"
     seg = _file(ctx, get_stage("segment"), "seg", subject, role)
     outputs = [_file(ctx, stage, name, subject, role) for name in stage.outputs]

@@ -58,8 +58,9 @@ class Stage:
             (``--samplesheet <stage>/samplesheet.csv``), column -> ``"<stage>:<output>"``;
             ``{image}``/``{label}`` in a column name are the role names.
         only_with: the runner option that turns the stage on (``"train"``: only with
-            ``--train``; ``"prior"``: only with a shape prior, ``--superres-model`` or
-            ``--train``); None: the stage always runs.
+            ``--train``; ``"train_prior"``: only with ``--train-prior``; ``"prior"``: only
+            with a shape prior, ``--superres-model`` or ``--train-prior``); None: the stage
+            always runs.
     """
 
     name: str
@@ -146,7 +147,7 @@ STAGES: tuple[Stage, ...] = (
                  "unc_rv": "segment:uncertainty"},
     ),
     # super-resolve: a shape prior trained on the cohort's high-resolution ground truth
-    # (only with --train, and only over subjects that have gt_ed and gt_es) ...
+    # (only with --train-prior, and only over subjects that have gt_ed and gt_es) ...
     Stage(
         name="train_prior",
         command=("super-resolve", "train-prior"),
@@ -160,7 +161,7 @@ STAGES: tuple[Stage, ...] = (
         device="gpu",
         resource_label="process_high",
         needs=("gt_ed", "gt_es"),
-        only_with="train",
+        only_with="train_prior",
     ),
     # ... then each subject's segmentation, ED and ES, to 1.25 mm 3D shapes with the
     # per-slice breath-hold shifts corrected (the motion stage reads the ED shape).

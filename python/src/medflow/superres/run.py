@@ -13,6 +13,7 @@ import numpy as np
 from medflow.errors import InvalidDataError
 from medflow.io.atomic import atomic_outputs
 from medflow.io.images import read_image, write_nifti
+from medflow.io.outputs import check_outputs
 from medflow.io.sidecar import Timer, make_sidecar, sidecar_path, write_json
 from medflow.io.volume import Volume
 from medflow.superres import baselines, inputs
@@ -128,6 +129,12 @@ def predict_files(method: str, seg: Path, output: Path, *, net=None, card: dict 
         affine, shape = ref.affine, ref.shape3
     else:
         affine, shape = output_grid(stack.data, stack.affine)
+    several = len(chosen) > 1
+    planned = [frame_path(output, name, several) for name, _ in chosen]
+    images = [frame_path(output_image, name, several) for name, _ in chosen] \
+        if output_image is not None and img is not None else []
+    check_outputs([*planned, *map(sidecar_path, planned), *images],
+                  [seg, image, model_dir, grid_like, *(la or {}).values()])
     timer.mark("read_s")
     data = inputs.frames_of(stack)
     written = []
@@ -142,7 +149,6 @@ def predict_files(method: str, seg: Path, output: Path, *, net=None, card: dict 
                                              fit_options=fit_options, seed=seed)
             except ValueError as exc:  # e.g. a frame without LV to place the heart
                 raise InvalidDataError(f"frame {t}: {exc}", seg) from None
-            several = len(chosen) > 1
             path = frame_path(output, name, several)
             write_nifti(Volume(result.labels, affine, kind="label"), out.path(path))
             files = {"input": seg, "image": image, "model": model_dir, "grid_like": grid_like,

@@ -14,6 +14,8 @@ import pandas as pd
 from medflow.errors import InvalidDataError
 from medflow.io.atomic import atomic_outputs
 from medflow.io.images import read_image
+from medflow.io.outputs import check_outputs
+from medflow.io.paths import inside
 from medflow.io.samplesheet import load_samplesheet
 from medflow.io.sidecar import Timer, make_sidecar, sha256, write_json
 from medflow.io.tables import write_table
@@ -30,6 +32,12 @@ def data_checksum(df: pd.DataFrame, roles) -> str:
             if row.get(role):
                 h.update(sha256(row[role]).encode())
     return h.hexdigest()
+
+
+def model_outputs(out: Path) -> list[Path]:
+    """Every file a training command writes into its model folder."""
+    return [Path(out) / n for n in ("model.safetensors", "model.json",
+                                    "training_curve.parquet", "train.json")]
 
 
 def split(subjects: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -54,6 +62,7 @@ def train_prior_files(samplesheet: Path, roles: tuple[str, ...], out: Path, *, e
 
     timer = Timer()
     df = load_samplesheet(samplesheet, required_roles=roles)
+    check_outputs(model_outputs(out), [samplesheet, *(v for r in roles for v in df[r] if v)])
     cfg = PriorConfig(latent=latent)
     train_ids, val_ids = split(list(df["subject"]), val_fraction, seed)
     shapes: dict[str, list] = {"train": [], "val": []}
@@ -120,6 +129,7 @@ def train_joint_files(samplesheet: Path, image_role: str, label_role: str,
     timer = Timer()
     roles = (image_role, label_role, *hr_image_roles, *hr_label_roles)
     df = load_samplesheet(samplesheet, required_roles=roles)
+    check_outputs(model_outputs(out), [samplesheet, *(v for r in roles for v in df[r] if v)])
     cfg = JointConfig()
     train_ids, val_ids = split(list(df["subject"]), val_fraction, seed)
     pairs: dict[str, list] = {"train": [], "val": []}
@@ -187,8 +197,7 @@ def predict_command(method, model_dir, *, seg, image, la, output, output_image, 
     jobs_args = []
     for _, row in df.iterrows():
         sub = row["subject"]
-        folder = Path(outdir) / sub
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = inside(outdir, sub)
         role = label_role.removeprefix("seg_")
         views = {r.removeprefix("seg_la_"): Path(row[r]) for r in la_roles}
         jobs_args.append(dict(seg=Path(row[label_role]),
