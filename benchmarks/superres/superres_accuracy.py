@@ -111,6 +111,8 @@ def main() -> None:
                                       for k, v in row.items()}), flush=True)
     a.out.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame(rows)
+    for col in [c for c in table.columns if c.startswith("vol_err_")]:
+        table[f"abs_{col}"] = table[col].abs()
     table.to_csv(a.out / f"rows{a.tag}.csv", index=False)
     summary = table.drop(columns=["subject", "frame"]).groupby(["source", "method"]).mean()
     summary.to_csv(a.out / f"summary{a.tag}.csv")

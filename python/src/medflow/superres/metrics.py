@@ -54,9 +54,12 @@ def ssim(pred: np.ndarray, reference: np.ndarray) -> float:
 
 def label_scores(pred: np.ndarray, truth: np.ndarray, spacing,
                  names: dict[int, str]) -> dict[str, float]:
-    """``dice_<name>`` and ``hd95_<name>_mm`` for every label in ``names``."""
+    """``dice_<name>``, ``hd95_<name>_mm`` and ``vol_err_<name>_ml`` (predicted minus true
+    volume; both on the same grid of ``spacing`` mm) for every label in ``names``."""
     out = {}
+    ml = float(np.prod(spacing)) / 1000.0
     for value, name in names.items():
         out[f"dice_{name}"] = dice(pred, truth, value)
         out[f"hd95_{name}_mm"] = hd95(pred, truth, value, spacing)
+        out[f"vol_err_{name}_ml"] = float(((pred == value).sum() - (truth == value).sum()) * ml)
     return out
