@@ -14,6 +14,8 @@ include { PREPROCESS                          } from './modules/local/preprocess
 include { SEGMENT_CASCADED_TRAIN as TRAIN     } from './modules/local/segment_cascaded/train/main'
 include { SEGMENT_CASCADED_PREDICT as SEGMENT } from './modules/local/segment_cascaded/predict/main'
 include { SCORE_UNCERTAINTY as UNCERTAINTY    } from './modules/local/score_uncertainty/main'
+include { SUPER_RESOLVE_TRAIN_PRIOR as TRAIN_PRIOR } from './modules/local/super_resolve/train_prior/main'
+include { SUPER_RESOLVE_PREDICT as SUPERRES   } from './modules/local/super_resolve/predict/main'
 
 // The image role(s) a model segments, in channel order: --segment_roles, else its model card
 def modelRoles(model) {
@@ -123,6 +125,36 @@ workflow {
                 ]
             }
         UNCERTAINTY(ch_cohort)
+
+        // train_prior (only with --train_prior): the superres shape prior from the
+        // subjects' high-resolution ground truth (gt_ed, gt_es); otherwise --superres_model
+        def prior = null
+        if (params.train_prior) {
+            ch_prior = PREPROCESS.out.image
+                .filter { meta, label -> meta.role in ['gt_ed', 'gt_es'] }
+                .map { meta, label -> [meta.id, meta.role, label] }
+                .groupTuple(size: 2)
+                .map { subject, found, maps -> [subject, maps[found.indexOf('gt_ed')], maps[found.indexOf('gt_es')]] }
+                .toSortedList { a, b -> a.first() <=> b.first() }
+                .filter { subjects -> !subjects.isEmpty() }
+                .map { subjects ->
+                    [
+                        [id: 'cohort', subjects: subjects.collect { subject, ed, es -> subject }],
+                        subjects.collect { subject, ed, es -> ed },
+                        subjects.collect { subject, ed, es -> es },
+                    ]
+                }
+            TRAIN_PRIOR(ch_prior)
+            prior = TRAIN_PRIOR.out.prior.map { meta, weights -> weights.parent }.first()
+        } else if (params.superres_model) {
+            prior = file(params.superres_model, checkIfExists: true)
+        }
+
+        // superres: ED and ES of each subject's segmentation to 1.25 mm 3D shapes, the
+        // breath-hold shifts corrected (the motion stage reads the ED shape)
+        if (prior != null) {
+            SUPERRES(SEGMENT.out.seg, prior)
+        }
     } else {
         log.warn "medflow: neither --model nor --train given: the run stops after preprocess"
     }

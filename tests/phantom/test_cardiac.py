@@ -50,7 +50,7 @@ def _heart_grid(model, t, h=1.0):
 def test_files_roles_shapes(subject):
     folder, roles = subject
     assert set(roles) == {"sa", "la_2ch", "la_4ch", "seg_sa", "seg_la_2ch", "seg_la_4ch",
-                          "gt_ed", "gt_es", "truth"}
+                          "gt_ed", "gt_es", "hr_ed", "hr_es", "truth"}
     assert all((folder / name).is_file() for name in roles.values())
     sa = nib.load(str(folder / "sa.nii.gz"))
     assert sa.shape[:2] == cp.SA_SHAPE_XY and 10 <= sa.shape[2] <= 12 and sa.shape[3] == FRAMES
@@ -231,3 +231,20 @@ def test_demo_cohort_cardiac_cli(runner, tmp_path):
     assert header == ["subject", *ROLES]
     truth = json.loads((tmp_path / "c" / "sub-000" / "truth.json").read_text())
     assert truth["es_frame"] == 1 and truth["frames"] == 2
+
+
+def test_hr_images_share_the_gt_grid_and_the_cine_appearance(subject):
+    folder, _ = subject
+    truth = _truth(folder)
+    sa, _ = _load(folder, "sa")
+    seg, _ = _load(folder, "seg_sa")
+    for role, gt_role, frame in (("hr_ed", "gt_ed", 0), ("hr_es", "gt_es", truth["es_frame"])):
+        hr, affine = _load(folder, role)
+        gt, gt_affine = _load(folder, gt_role)
+        assert hr.shape == gt.shape and hr.dtype == np.int16 and np.allclose(affine, gt_affine)
+        # the same tissue looks the same: blood bright, myocardium dark (SSFP), as in the cine
+        for label in (1, 2):
+            hr_mean = hr[gt == label].mean()
+            sa_mean = sa[..., frame][seg[..., frame] == label].mean()
+            assert abs(hr_mean - sa_mean) < 0.2 * sa_mean, (role, label)
+        assert hr[gt == 1].mean() > 2.5 * hr[gt == 2].mean()

@@ -28,20 +28,21 @@ from medflow.io.sidecar import write_json
 from medflow.io.volume import Volume
 from medflow.phantom import cine_planes as cp
 from medflow.phantom.appearance import (CONTRASTS, Appearance, bias_field, check_contrast,
-                                       draw_appearance, render, tissue_intensity)
+                                       draw_appearance, render, render_noise_free,
+                                       tissue_intensity)
 from medflow.phantom.heart import MYOCARDIUM_DENSITY, HeartModel, tissue_to_label
 from medflow.phantom.motion_truth import strain_truth
 from medflow.phantom.thorax import Thorax, thorax_classes
 from medflow.phantom.ukbb import HEART_RATE_BPM, draw_heart_rate, ukbb_roles, write_ukbb_cines
 
-__all__ = ["CONTRASTS", "ROLES", "cine_series", "simulate_tissue", "subject_truth",
-           "write_cardiac_subject"]
+__all__ = ["CONTRASTS", "ROLES", "cine_series", "hr_image", "simulate_tissue",
+           "subject_truth", "write_cardiac_subject"]
 
 #: Samplesheet role -> file name written by :func:`write_cardiac_subject`.
 ROLES = {"sa": "sa.nii.gz", "la_2ch": "la_2ch.nii.gz", "la_4ch": "la_4ch.nii.gz",
          "seg_sa": "seg_sa.nii.gz", "seg_la_2ch": "seg_la_2ch.nii.gz",
          "seg_la_4ch": "seg_la_4ch.nii.gz", "gt_ed": "gt_ed.nii.gz", "gt_es": "gt_es.nii.gz",
-         "truth": "truth.json"}
+         "hr_ed": "hr_ed.nii.gz", "hr_es": "hr_es.nii.gz", "truth": "truth.json"}
 LABEL_NAMES = {0: "background", 1: "LV blood pool", 2: "LV myocardium", 3: "RV blood pool"}
 
 
@@ -110,6 +111,25 @@ def cine_series(heart: HeartModel, body: Thorax, look: Appearance, affine: np.nd
     return render(ideal, bias, look, pixel, rng), tissue_to_label(tissue)
 
 
+def hr_image(heart: HeartModel, body: Thorax, look: Appearance, affine: np.ndarray, shape,
+             t: float) -> np.ndarray:
+    """The subject at time ``t`` imaged on a 3D grid without noise (super-resolution truth).
+
+    Same tissue intensities, coil bias and point spread as the cine (the PSF applied in
+    all three axes, no slab averaging), no noise: what a noise-free isotropic acquisition of
+    this heart would show. The grid is the ground-truth label grid, so ``hr_ed`` and
+    ``gt_ed`` are voxel-aligned.
+
+    Returns:
+        int16 array of ``shape`` (X, Y, Z), same intensity scale as the cine images.
+    """
+    points = cp.grid_points(affine, shape).reshape(-1, 3)
+    tissue = simulate_tissue(heart, body, points, [t])[:, 0].reshape(shape)
+    bias = bias_field(points, look).reshape(shape)
+    pixel = float(np.linalg.norm(affine[:3, 0]))
+    return render_noise_free(tissue_intensity(tissue, look), bias, look, pixel)
+
+
 def subject_truth(heart: HeartModel, frames: int) -> dict:
     """Analytic clinical measures of a heart (the keys carry their units)."""
     times = frame_times(frames)
@@ -157,7 +177,9 @@ def write_cardiac_subject(folder: Path, subject: str, seed: int, frames: int = 2
 
     Note:
         Images are int16 magnitudes (brightest tissue ~1000), labels uint8 (0 background,
-        1 LV blood pool, 2 LV myocardium, 3 RV blood pool). ``slice_shifts_mm`` in
+        1 LV blood pool, 2 LV myocardium, 3 RV blood pool). ``hr_ed``/``hr_es`` are the
+        noise-free high-resolution images on the ``gt_*`` grid (:func:`hr_image`).
+        ``slice_shifts_mm`` in
         truth.json holds, per short-axis slice, the displacement (mm, along the SA voxel
         axes i and j) of that slice's content, applied to ``sa`` and ``seg_sa`` alike; the
         long-axis images and the 3D ground truth are not shifted.
@@ -195,6 +217,9 @@ def write_cardiac_subject(folder: Path, subject: str, seed: int, frames: int = 2
     for role, t in (("gt_ed", 0.0), ("gt_es", times[truth["es_frame"]])):
         labels = heart.labels_at(gt_points, float(t)).reshape(gt_shape)
         volumes[role] = Volume(labels, gt_affine, kind="label")
+    for role, t in (("hr_ed", 0.0), ("hr_es", times[truth["es_frame"]])):
+        volumes[role] = Volume(hr_image(heart, body, look, gt_affine, gt_shape, float(t)),
+                               gt_affine)
 
     units = sa_affine[:3, :2] / np.linalg.norm(sa_affine[:3, :2], axis=0)
     truth.update({

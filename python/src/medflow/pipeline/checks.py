@@ -38,3 +38,24 @@ def check_model(folder: Path) -> dict:
     except (SafetensorError, OSError, ValueError) as exc:
         raise InvalidDataError(f"corrupt weights file ({exc})", weights) from None
     return card
+
+
+def check_prior(folder: Path) -> dict:
+    """The card of a ``super-resolve train-prior`` folder (65/66 otherwise), read without
+    torch: the folder, its card (made by super-resolve, method latent) and weights."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MissingInputError("shape prior folder not found", folder)
+    card_path = folder / "model.json"
+    for path in (card_path, folder / "model.safetensors"):
+        if not path.is_file():
+            raise MissingInputError(f"no {path.name} in the shape prior folder", folder)
+    try:
+        card = json.loads(card_path.read_text())
+    except ValueError as exc:
+        raise InvalidDataError(f"not a readable model card ({exc})", card_path) from None
+    if not isinstance(card, dict) or card.get("tool") != "super-resolve" \
+            or card.get("method") != "latent":
+        raise InvalidDataError("not a shape prior written by 'super-resolve train-prior'",
+                               card_path)
+    return card

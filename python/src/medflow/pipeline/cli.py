@@ -34,15 +34,23 @@ def _stages(ctx, param, value: str | None) -> tuple[str, ...]:
 @click.option("--train", is_flag=True,
               help="Train a small model on the subjects that have labels (seg_sa) first; "
                    "it is written to <outdir>/train/model.")
+@click.option("--superres-model", type=click.Path(path_type=Path),
+              help="Shape prior written by 'super-resolve train-prior': turns the superres "
+                   "stage on.")
+@click.option("--train-prior", is_flag=True,
+              help="Train the superres shape prior on the subjects that have gt_ed and gt_es "
+                   "first (<outdir>/train_prior/prior) and run the superres stage with it.")
 @click.option("--stages", callback=_stages, metavar="NAME[,NAME...]",
-              help="Run only these stages: preprocess, train, segment, uncertainty.")
+              help="Run only these stages: preprocess, train, segment, uncertainty, "
+                   "train_prior, superres.")
 @click.option("--resume", is_flag=True,
               help="Skip tasks whose inputs (checksums) and parameters are unchanged.")
 @jobs_option
 @device_option
 @seed_option
 @verbosity_options
-def pipeline(input_, outdir, model, train, stages, resume, jobs, device, seed) -> None:
+def pipeline(input_, outdir, model, train, superres_model, train_prior, stages, resume, jobs,
+             device, seed) -> None:
     """Run the pipeline (preprocess, segment, score uncertainty) over a samplesheet.
 
     The samplesheet and the model are checked before any work. Per-subject stages run
@@ -60,6 +68,8 @@ def pipeline(input_, outdir, model, train, stages, resume, jobs, device, seed) -
       medflow demo-cohort --kind cardiac --subjects 8 --out demo/cohort
       medflow pipeline --input demo/cohort/samplesheet.csv --outdir demo/results --train --jobs 2
       medflow pipeline --input samplesheet.csv --outdir results --model model --resume
+      medflow pipeline --input demo/cohort/samplesheet.csv --outdir demo/results --train \
+          --train-prior --jobs 2
     """
     from tqdm import tqdm
 
@@ -69,7 +79,10 @@ def pipeline(input_, outdir, model, train, stages, resume, jobs, device, seed) -
 
     if model is not None and train:
         raise click.UsageError("give --model or --train, not both")
-    opts = Options(input_, outdir, model, train, stages, jobs, resume, device, seed)
+    if superres_model is not None and train_prior:
+        raise click.UsageError("give --superres-model or --train-prior, not both")
+    opts = Options(input_, outdir, model, train, stages, jobs, resume, device, seed,
+                   superres_model=superres_model, train_prior=train_prior)
     if model is None and not train and "segment" in [s.name for s in selected_stages(opts)]:
         raise click.UsageError("the segment stage needs --model DIR or --train")
     with tqdm(total=0, desc="pipeline", unit="task", file=sys.stderr,

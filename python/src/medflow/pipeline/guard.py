@@ -35,6 +35,8 @@ def user_inputs(ctx: plan.Context, samplesheet: Path, stages: list[Stage]) -> li
             files += [source_file(v) for v in ctx.sheet[column] if isinstance(v, str) and v]
     if ctx.model is not None and "train" not in [s.name for s in stages]:
         files.append(ctx.model)
+    if ctx.superres_model is not None and not ctx.prior_in_run:
+        files.append(ctx.superres_model)
     return files
 
 

@@ -32,6 +32,8 @@ class Context:
     label_role: str | None       # the model's ground-truth role
     device: str = "auto"
     seed: int = 0
+    superres_model: Path | None = None  # shape prior (given, or the train_prior output)
+    prior_in_run: bool = False  # the train_prior stage of this run writes it
 
 
 @dataclass
@@ -160,6 +162,41 @@ def uncertainty_task(ctx: Context, subjects: list[str]) -> Task:
                 folder / "samplesheet.csv")
 
 
+def train_prior_task(ctx: Context, subjects: list[str]) -> Task | str:
+    """The shape prior of the superres stage, from the subjects that have every
+    high-resolution label map the stage needs (``gt_ed``, ``gt_es``)."""
+    stage = get_stage("train_prior")
+    rows = {r["subject"]: r for r in ctx.sheet.to_dict("records")}
+    chosen = [s for s in subjects if all(has(rows[s], r) for r in stage.needs)]
+    if not chosen:
+        return f"no subject has {' and '.join(stage.needs)}"
+    sheet = pd.DataFrame([{"subject": s, **{r: rows[s][r] for r in stage.needs}}
+                          for s in chosen], columns=["subject", *stage.needs])
+    folder = stage_dir(ctx, stage.name)
+    command = [*stage.command, "--samplesheet", str(folder / "samplesheet.csv"),
+               "--label-role", ",".join(stage.needs), "--out", str(folder / "prior"),
+               *shlex.split(stage.args["image"]), *_model_options(ctx)]
+    outputs = [folder / f for f in stage.outputs.values()]
+    return Task(stage.name, None, [command], _sheet_files(sheet), outputs, sheet,
+                folder / "samplesheet.csv")
+
+
+def superres_task(ctx: Context, row: dict) -> Task | str:
+    """ED and ES of the subject's segmentation to 1.25 mm shapes with the shape prior."""
+    stage, subject = get_stage("superres"), row["subject"]
+    role = ctx.image_roles[0]
+    prior = ctx.superres_model
+    if prior is None or not (ctx.prior_in_run or (prior / "model.json").exists()):
+        return "no shape prior (give --superres-model, or --train with gt_ed and gt_es)"
+    seg = _file(ctx, get_stage("segment"), "seg", subject, role)
+    outputs = [_file(ctx, stage, name, subject, role) for name in stage.outputs]
+    template = str(_file(ctx, stage, "hr_ed", subject, role)).replace("_hr_ed.", "_hr_{frame}.")
+    command = [*stage.command, "--model", str(prior), "--input", str(seg), "--output",
+               template, *shlex.split(stage.args["image"]), *_model_options(ctx)]
+    return Task(stage.name, subject, [command],
+                [seg, prior / "model.safetensors", prior / "model.json"], outputs)
+
+
 def _sheet_files(sheet: pd.DataFrame) -> list[Path]:
     files = {source_file(v) for c in sheet.columns if c != "subject" for v in sheet[c]}
     return sorted(files)
@@ -176,6 +213,8 @@ def subject_tasks(ctx: Context, stage: Stage, subjects: list[str]) -> dict[str, 
         elif stage.name == "segment":
             missing = [r for r in ctx.image_roles if not has(row, r)]
             out[subject] = f"no {', '.join(missing)}" if missing else segment_task(ctx, row)
+        elif stage.name == "superres":
+            out[subject] = superres_task(ctx, row)
         else:
             raise ValueError(f"stage {stage.name} has no per-subject tasks")
     return out
@@ -184,6 +223,8 @@ def subject_tasks(ctx: Context, stage: Stage, subjects: list[str]) -> dict[str, 
 def cohort_task(ctx: Context, stage: Stage, subjects: list[str]) -> Task | str:
     """The cohort task over ``subjects`` that have the stage's needs; or why none runs."""
     assert stage.scope == COHORT
+    if stage.name == "train_prior":
+        return train_prior_task(ctx, subjects)
     rows = {r["subject"]: r for r in ctx.sheet.to_dict("records")}
     if "label" in stage.needs:
         if ctx.label_role is None:

@@ -23,11 +23,11 @@ from medflow.io.outputs import output_folder
 from medflow.io.paths import absolute
 from medflow.io.samplesheet import load_samplesheet
 from medflow.pipeline import execute, guard, plan
-from medflow.pipeline.checks import check_model
+from medflow.pipeline.checks import check_model, check_prior
 from medflow.pipeline.children import Control
 from medflow.pipeline.runinfo import write_run_info
 from medflow.pipeline.stages import (COHORT, STAGES, TRAIN_IMAGE_ROLE, TRAIN_LABEL_ROLE,
-                                     Stage)
+                                     Stage, get_stage)
 
 
 @dataclass
@@ -44,6 +44,8 @@ class Options:
     device: str = "auto"
     seed: int = 0
     report: bool = True
+    superres_model: Path | None = None  # shape prior of the superres stage
+    train_prior: bool = False  # train the shape prior in this run (train_prior stage)
 
 
 @dataclass
@@ -88,7 +90,8 @@ def absolute_paths(opts: Options) -> Options:
     """``opts`` with every path absolute: they are written into task command lines, task
     records, derived samplesheets and ``params.json``, all read from other folders."""
     return replace(opts, input=absolute(opts.input), outdir=absolute(opts.outdir),
-                   model=opts.model and absolute(opts.model))
+                   model=opts.model and absolute(opts.model),
+                   superres_model=opts.superres_model and absolute(opts.superres_model))
 
 
 def selected_stages(opts: Options) -> list[Stage]:
@@ -96,6 +99,10 @@ def selected_stages(opts: Options) -> list[Stage]:
     chosen = []
     for stage in STAGES:
         if stage.only_with == "train" and not opts.train:
+            continue
+        if stage.only_with == "train_prior" and not opts.train_prior:
+            continue
+        if stage.only_with == "prior" and not (opts.superres_model or opts.train_prior):
             continue
         if opts.stages and stage.name not in opts.stages:
             continue
@@ -129,8 +136,19 @@ def prepare(opts: Options) -> plan.Context:
     if "train" in names and not (label_role in sheet and sheet[label_role].notna().any()):
         raise InvalidDataError(f"--train needs labels: no subject has a '{label_role}' file",
                                opts.input)
+    prior, in_run = opts.superres_model, "train_prior" in names
+    if opts.train_prior:
+        prior = opts.outdir / "train_prior" / "prior"
+        needs = list(get_stage("train_prior").needs)
+        if in_run and not (set(needs) <= set(sheet.columns)
+                           and sheet[needs].notna().all(axis=1).any()):
+            raise InvalidDataError("--train-prior needs high-resolution labels: no subject "
+                                   "has both a 'gt_ed' and a 'gt_es' file", opts.input)
+    if prior is not None and "superres" in names and not in_run:
+        check_prior(prior)  # given, or trained by an earlier run
     return plan.Context(sheet, absolute(opts.outdir), model and absolute(model),
-                        image_roles, label_role, opts.device, opts.seed)
+                        image_roles, label_role, opts.device, opts.seed,
+                        superres_model=prior and absolute(prior), prior_in_run=in_run)
 
 
 def run(opts: Options, progress: Callable[[int], None] | None = None,

@@ -58,7 +58,9 @@ class Stage:
             (``--samplesheet <stage>/samplesheet.csv``), column -> ``"<stage>:<output>"``;
             ``{image}``/``{label}`` in a column name are the role names.
         only_with: the runner option that turns the stage on (``"train"``: only with
-            ``--train``); None: the stage always runs.
+            ``--train``; ``"train_prior"``: only with ``--train-prior``; ``"prior"``: only
+            with a shape prior, ``--superres-model`` or ``--train-prior``); None: the stage
+            always runs.
     """
 
     name: str
@@ -143,6 +145,40 @@ STAGES: tuple[Stage, ...] = (
         columns={"seg": "samplesheet:label", "pred": "segment:seg", "mask": "samplesheet:image",
                  "unc_lv": "segment:uncertainty", "unc_myo": "segment:uncertainty",
                  "unc_rv": "segment:uncertainty"},
+    ),
+    # super-resolve: a shape prior trained on the cohort's high-resolution ground truth
+    # (only with --train-prior, and only over subjects that have gt_ed and gt_es) ...
+    Stage(
+        name="train_prior",
+        command=("super-resolve", "train-prior"),
+        scope=COHORT,
+        inputs=("samplesheet:gt_ed", "samplesheet:gt_es"),
+        outputs={"prior": "prior/model.safetensors", "card": "prior/model.json",
+                 "curve": "prior/training_curve.parquet"},
+        # Sized for the demo (about a minute on 2 CPU cores); a real prior trains for
+        # about 150 epochs on a few dozen subjects (benchmarks/superres/).
+        args={"image": "--epochs 40 --val-fraction 0"},
+        device="gpu",
+        resource_label="process_high",
+        needs=("gt_ed", "gt_es"),
+        only_with="train_prior",
+    ),
+    # ... then each subject's segmentation, ED and ES, to 1.25 mm 3D shapes with the
+    # per-slice breath-hold shifts corrected (the motion stage reads the ED shape).
+    Stage(
+        name="superres",
+        command=("super-resolve", "predict"),
+        scope=SUBJECT,
+        inputs=("segment:seg", "prior"),
+        outputs={"hr_ed": "{subject}_{role}_hr_ed.nii.gz",
+                 "hr_es": "{subject}_{role}_hr_es.nii.gz",
+                 "sidecar_ed": "{subject}_{role}_hr_ed.json",
+                 "sidecar_es": "{subject}_{role}_hr_es.json"},
+        args={"image": "--method latent --frames ed,es --iterations 80"},
+        device="gpu",
+        resource_label="process_medium",
+        table="superres.parquet",
+        only_with="prior",
     ),
 )
 

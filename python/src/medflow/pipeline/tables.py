@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from medflow.cardiac import short_axis_qc, volume_curve_reasons, voxel_phenotypes
+from medflow.cardiac.labels import MYOCARDIUM_DENSITY_G_PER_ML
 from medflow.io.atomic import atomic_outputs
 from medflow.io.images import read_image
 from medflow.io.tables import read_table, write_table
@@ -141,6 +142,51 @@ def segment_rows(folder: Path, subject: str) -> list[dict]:
     return rows
 
 
+def superres_rows(folder: Path, subject: str) -> list[dict]:
+    """One row per super-resolved frame of a subject: volumes of the 1.25 mm shape (ml),
+    the estimated breath-hold shifts (mm, over the slices that hold labels), time."""
+    rows = []
+    for sidecar in sorted((folder / subject).glob(f"{subject}_*_hr_*.json")):
+        meta = json.loads(sidecar.read_text())
+        hr = sidecar.with_name(sidecar.name.replace(".json", ".nii.gz"))
+        vol = read_image(hr, kind="label")
+        data, ml = np.asarray(vol.data), float(np.prod(vol.spacing)) / 1000.0
+        result = meta.get("result", {})
+        row = {"subject": subject, "frame": meta["parameters"]["frame"],
+               "frame_index": meta["parameters"]["frame_index"],
+               "method": meta["parameters"]["method"],
+               **{f"{n}_ml": round(float((data == v).sum() * ml), 3)
+                  for n, v in (("lv", 1), ("myo", 2), ("rv", 3))},
+               "seconds": result.get("seconds")}
+        if "slice_shifts_mm" in result:
+            shifts = np.linalg.norm(np.asarray(result["slice_shifts_mm"]), axis=1)
+            shifts = shifts[np.asarray(result["slice_has_labels"], bool)]
+            row["shift_mean_mm"] = round(float(shifts.mean()), 3) if shifts.size else None
+            row["shift_max_mm"] = round(float(shifts.max()), 3) if shifts.size else None
+        rows.append(row)
+    return rows
+
+
+def superres_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """Cohort columns from the superres table: ED/ES volumes of the 3D shapes, LVEF, LV
+    mass (1.05 g/ml) and the mean ED shift, prefixed ``superres_``."""
+    wide = table[table["frame"].isin(["ed", "es"])].pivot(
+        index="subject", columns="frame", values=["lv_ml", "myo_ml", "rv_ml"])
+    wide.columns = [f"superres_{v.removesuffix('_ml')}_{f}_ml" for v, f in wide.columns]
+    out = wide.reset_index()
+    if {"superres_lv_ed_ml", "superres_lv_es_ml"} <= set(out.columns):
+        out["superres_lv_ef_pct"] = (100 * (1 - out["superres_lv_es_ml"]
+                                            / out["superres_lv_ed_ml"])).round(2)
+    if "superres_myo_ed_ml" in out.columns:
+        out["superres_myo_mass_g"] = (out["superres_myo_ed_ml"]
+                                      * MYOCARDIUM_DENSITY_G_PER_ML).round(2)
+    if "shift_mean_mm" in table.columns:
+        ed = table[table["frame"] == "ed"][["subject", "shift_mean_mm"]]
+        out = out.merge(ed.rename(columns={"shift_mean_mm": "superres_shift_mean_mm"}),
+                        on="subject", how="left")
+    return out
+
+
 def _stage_table(results: Path, stage: str, subjects: list[str], make) -> pd.DataFrame | None:
     folder = results / stage
     if not folder.is_dir():
@@ -151,7 +197,8 @@ def _stage_table(results: Path, stage: str, subjects: list[str], make) -> pd.Dat
 
 def collect(results: Path, status: dict[str, str], samplesheet: Path | None = None
             ) -> pd.DataFrame:
-    """Write ``preprocess.parquet``, ``segment.parquet`` and ``cohort.parquet``.
+    """Write ``preprocess.parquet``, ``segment.parquet``, ``superres.parquet`` and
+    ``cohort.parquet``.
 
     Args:
         results: the results folder.
@@ -166,7 +213,8 @@ def collect(results: Path, status: dict[str, str], samplesheet: Path | None = No
     ok = [s for s, st in status.items() if st == "ok"]
     cohort = pd.DataFrame({"subject": list(status), "status": list(status.values())})
     tables = {"preprocess": _stage_table(results, "preprocess", ok, preprocess_rows),
-              "segment": _stage_table(results, "segment", ok, segment_rows)}
+              "segment": _stage_table(results, "segment", ok, segment_rows),
+              "superres": _stage_table(results, "superres", ok, superres_rows)}
     with atomic_outputs() as out:
         for stage, table in tables.items():
             if table is not None:
@@ -180,6 +228,8 @@ def collect(results: Path, status: dict[str, str], samplesheet: Path | None = No
     if tables["segment"] is not None:
         seg = tables["segment"].drop_duplicates("subject").drop(columns=["role"])
         cohort = cohort.merge(seg, on="subject", how="left")
+    if tables["superres"] is not None:
+        cohort = cohort.merge(superres_columns(tables["superres"]), on="subject", how="left")
     scores = results / "uncertainty" / get_stage("uncertainty").table
     if scores.exists():
         qu = read_table(scores).rename(columns={"score": "uncertainty_score"})
