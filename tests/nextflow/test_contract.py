@@ -103,6 +103,7 @@ def placeholder_values(tmp_path, kind, device):
         "inputs": f"--input {files['image.nii.gz']}", "task.cpus": "2",
         "samplesheet": str(tmp_path / "samplesheet.csv"), "meta.source": "/data/sheet.csv",
         "meta.image_role": "sa", "meta.label_role": "seg_sa",
+        "budget": "--budget 5%",
     }
 
 

@@ -123,7 +123,8 @@ def subject_truth(heart: HeartModel, frames: int) -> dict:
 
 
 def write_cardiac_subject(folder: Path, subject: str, seed: int, frames: int = 20,
-                          contrast: str = "ssfp") -> dict[str, str]:
+                          contrast: str = "ssfp",
+                          subgroup: str | None = None) -> dict[str, str]:
     """Write one synthetic cine subject (images, labels, 3D ground truth, truth.json).
 
     Args:
@@ -132,6 +133,8 @@ def write_cardiac_subject(folder: Path, subject: str, seed: int, frames: int = 2
         seed: subject seed; the same seed (and arguments) gives the same bytes.
         frames: cine frames per cardiac cycle (>= 2); frame 0 is ED, ES lies on a frame.
         contrast: image appearance, one of :data:`CONTRASTS` (labels do not depend on it).
+        subgroup: a heterogeneous cohort's subgroup (:mod:`medflow.phantom.subgroups`; it
+            may change the heart and the contrast); None: the uniform phantom.
 
     Returns:
         Role -> file name inside ``folder`` (see :data:`ROLES`).
@@ -148,6 +151,11 @@ def write_cardiac_subject(folder: Path, subject: str, seed: int, frames: int = 2
         raise ValueError(f"frames must be at least 2, got {frames}")
     folder = Path(folder)
     heart = HeartModel.from_seed(seed, frames)
+    if subgroup is not None:
+        from medflow.phantom.subgroups import cardiac_subgroup_params
+
+        params, group_contrast = cardiac_subgroup_params(heart.params, subgroup, seed)
+        heart, contrast = HeartModel(params), group_contrast or contrast
     scene_rng = np.random.default_rng([seed, 1])
     body = Thorax.around(heart, scene_rng)
     look = draw_appearance(contrast, np.random.default_rng([seed, 2]), heart.params.origin)
@@ -187,6 +195,8 @@ def write_cardiac_subject(folder: Path, subject: str, seed: int, frames: int = 2
         "heart_to_world": heart.heart_to_world.tolist(),
         "model": heart.to_dict(), "thorax": asdict(body), "appearance": asdict(look),
     })
+    if subgroup is not None:
+        truth["subgroup"] = subgroup
     with atomic_outputs() as out:
         for role, vol in volumes.items():
             write_nifti(vol, out.path(folder / ROLES[role]))

@@ -57,11 +57,14 @@ def _write_one(kind: str, out: Path, subject: str, seed: int, options: dict) -> 
               help="brats/microct: volume shape X,Y,Z (brats 240,240,155 gives 1 mm voxels).")
 @click.option("--with-predictions", is_flag=True,
               help="brats: also write predictions with controlled errors and uncertainty maps.")
+@click.option("--heterogeneous", is_flag=True,
+              help="brats/cardiac: known subgroups of different difficulty and frequency "
+                   "(samplesheet column 'subgroup'; see docs/suggest-annotation.md).")
 @jobs_option
 @verbosity_options
 def demo_cohort(out: Path, kind: str, subjects: int | None, seed: int, frames: int,
                 contrast: str | None, shape: str | None, with_predictions: bool,
-                jobs: int) -> None:
+                heterogeneous: bool, jobs: int) -> None:
     """Write a synthetic cohort with known ground truth, and its samplesheet.csv.
 
     \b
@@ -69,6 +72,7 @@ def demo_cohort(out: Path, kind: str, subjects: int | None, seed: int, frames: i
       medflow demo-cohort --kind cardiac --subjects 20 --seed 0 --out demo/cardiac
       medflow demo-cohort --kind brats --subjects 5 --out demo/brats
       medflow demo-cohort --kind microct --shape 640,640,640 --out demo/microct
+      medflow demo-cohort --kind brats --heterogeneous --subjects 100 --shape 48,48,32 --out demo/het
     """
     n = subjects or DEFAULT_SUBJECTS[kind]
     options: dict = {}
@@ -91,7 +95,16 @@ def demo_cohort(out: Path, kind: str, subjects: int | None, seed: int, frames: i
     out.mkdir(parents=True, exist_ok=True)
     names = [f"sub-{i:03d}" for i in range(n)]
     seeds = [subject_seed(seed, i) for i in range(n)]
-    args = [(kind, out, s, sd, options) for s, sd in zip(names, seeds)]
+    groups = [None] * n
+    if heterogeneous:
+        from medflow.phantom.subgroups import SUBGROUPS, subgroup_of
+
+        if kind not in SUBGROUPS:
+            raise click.BadParameter("only for --kind brats or cardiac",
+                                     param_hint="--heterogeneous")
+        groups = [subgroup_of(kind, seed, i) for i in range(n)]
+    args = [(kind, out, s, sd, options if g is None else {**options, "subgroup": g})
+            for s, sd, g in zip(names, seeds, groups)]
     if jobs > 1 and n > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             rows = list(pool.map(_write_one, *zip(*args)))
@@ -101,6 +114,8 @@ def demo_cohort(out: Path, kind: str, subjects: int | None, seed: int, frames: i
                                hidden=not show_progress()) as bar:
             for a in bar:
                 rows.append(_write_one(*a))
+    if heterogeneous:
+        rows = [{**r, "subgroup": g} for r, g in zip(rows, groups)]
     columns = list(dict.fromkeys(c for r in rows for c in r))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")

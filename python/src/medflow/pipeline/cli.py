@@ -35,14 +35,18 @@ def _stages(ctx, param, value: str | None) -> tuple[str, ...]:
               help="Train a small model on the subjects that have labels (seg_sa) first; "
                    "it is written to <outdir>/train/model.")
 @click.option("--stages", callback=_stages, metavar="NAME[,NAME...]",
-              help="Run only these stages: preprocess, train, segment, uncertainty.")
+              help="Run only these stages: preprocess, train, segment, uncertainty, "
+                   "annotate.")
 @click.option("--resume", is_flag=True,
               help="Skip tasks whose inputs (checksums) and parameters are unchanged.")
+@click.option("--annotate-budget", default="10%", show_default=True,
+              help="annotate stage: subjects to suggest for labelling next (10, or 5%).")
 @jobs_option
 @device_option
 @seed_option
 @verbosity_options
-def pipeline(input_, outdir, model, train, stages, resume, jobs, device, seed) -> None:
+def pipeline(input_, outdir, model, train, stages, resume, annotate_budget, jobs, device,
+             seed) -> None:
     """Run the pipeline (preprocess, segment, score uncertainty) over a samplesheet.
 
     The samplesheet and the model are checked before any work. Per-subject stages run
@@ -64,7 +68,8 @@ def pipeline(input_, outdir, model, train, stages, resume, jobs, device, seed) -
 
     if model is not None and train:
         raise click.UsageError("give --model or --train, not both")
-    opts = Options(input_, outdir, model, train, stages, jobs, resume, device, seed)
+    opts = Options(input_, outdir, model, train, stages, jobs, resume, device, seed,
+                   annotate_budget=annotate_budget)
     if model is None and not train and "segment" in [s.name for s in selected_stages(opts)]:
         raise click.UsageError("the segment stage needs --model DIR or --train")
     with tqdm(total=0, desc="pipeline", unit="task", file=sys.stderr,

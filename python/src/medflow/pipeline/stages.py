@@ -144,6 +144,20 @@ STAGES: tuple[Stage, ...] = (
                  "unc_lv": "segment:uncertainty", "unc_myo": "segment:uncertainty",
                  "unc_rv": "segment:uncertainty"},
     ),
+    Stage(
+        name="annotate",
+        command=("suggest-annotation", "rank"),
+        scope=COHORT,
+        inputs=("samplesheet:image", "samplesheet:label", "model"),
+        outputs={"suggestions": "suggestions.csv", "sidecar": "suggestions.json"},
+        # The next subjects to annotate among those with an empty label cell; the budget
+        # comes from --annotate-budget (Nextflow: --annotate_budget), this is its default.
+        args={"image": "--strategy gradient --budget 10%"},
+        device="gpu",
+        resource_label="process_medium",
+        # Every subject's image; the label where there is one (empty: to be suggested).
+        columns={"{image}": "samplesheet:image", "{label}": "samplesheet:label"},
+    ),
 )
 
 

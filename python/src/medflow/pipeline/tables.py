@@ -123,6 +123,12 @@ def collect(results: Path, status: dict[str, str]) -> pd.DataFrame:
     if scores.exists():
         qu = read_table(scores).rename(columns={"score": "uncertainty_score"})
         cohort = cohort.merge(qu[qu["subject"].isin(ok)], on="subject", how="left")
+    suggestions = results / "annotate" / get_stage("annotate").outputs["suggestions"]
+    if suggestions.exists():  # the annotate stage: where each subject stands in the list
+        ranked = pd.read_csv(suggestions).drop_duplicates("subject")
+        ranked = ranked.rename(columns={"rank": "annotation_rank", "score": "annotation_score"})
+        cohort = cohort.merge(ranked[["subject", "annotation_rank", "annotation_score"]],
+                              on="subject", how="left")
     with atomic_outputs() as out:
         write_table(cohort, out.path(results / "cohort.parquet"))
     return cohort
