@@ -7,14 +7,14 @@ axis). A 4D cine contributes its first frame (end-diastole in UK Biobank order).
 image is normalised as the model normalises it (clip 0.5-99.5 percentiles, z-score) and
 block-averaged to a thumbnail for the VAE (:mod:`medflow.annotate.vae`).
 
-Carrying the gradient into the latent space (the seed's gradient-guided sampling, made
-practical): with the decoder ``D`` and ``up`` (the thumbnail resampled onto the model's
-grid), the latent gradient of a unit is ``g = dL/dz`` of
-``L(model(x + up(D(z)) - up(D(z0))), y)`` at ``z = z0 = mu(x)``, i.e. ``J_D^T up^T dL/dx``:
-the image-space segmentation-loss gradient of the real image, pulled back onto the learnt
-manifold. For an unlabelled unit the target ``y`` is the model's own segmentation (the
-expected-gradient-length convention), so ``|g|`` is large where a small move along the
-manifold would change what the model predicts: the images the model has not learnt.
+The gradient column (``gradient``, the seed's gradient-guided sampling made practical): the
+length of the segmentation-loss gradient with respect to the image, ``|dL/dx|`` on the
+model's grid, with the model's own segmentation as the target (the expected-gradient-length
+convention, Settles and Craven 2008): large where a small change of the image would change
+what the model predicts, i.e. where the model has not learnt the images yet. Carrying this
+gradient into the VAE's latent space (``J_D^T dL/dx``) was measured and rejected: the
+projection cancels the diffuse uncertainty of unfamiliar images and keeps the coherent
+boundary of large tumours (docs/suggest-annotation.md).
 """
 
 from __future__ import annotations
@@ -113,36 +113,23 @@ def uncertainty_of(model, channels: list[Volume], unit: str, opts: FeatureOption
                      for k in range(shape[2])])
 
 
-def latent_gradient(model, vae, channels: list[Volume], mu: np.ndarray, unit: str,
-                    label: Volume | None = None, path=None) -> tuple[float, np.ndarray]:
-    """(loss, dL/dz per unit (units, latent)) for one subject (see the module docstring).
+def loss_gradient_norm(model, channels: list[Volume], unit: str) -> np.ndarray:
+    """``|dL/dx|`` per unit of one subject (the whole volume, or each native slice), the
+    model's own segmentation as the target (see the module docstring)."""
+    from medflow.segment.gradients import (model_grid_input, segmentation_loss,
+                                           whole_volume_logits)
 
-    Args:
-        mu: the latent codes of the subject's units (1 for a subject, one per slice).
-        label: its label map; None: the model's own segmentation is the target.
-    """
-    from medflow.segment.gradients import (model_grid_classes, model_grid_input,
-                                           segmentation_loss, whole_volume_logits)
-
-    x = model_grid_input(model, channels)                     # (1, C, X', Y', Z')
-    z = torch.from_numpy(mu).clone().requires_grad_(True)
-    decoded = vae.decode(z)                                   # (units, C, *grid)
-    size = tuple(x.shape[2:])
-    if unit == "subject":
-        up = F.interpolate(decoded, size=size, mode="trilinear", align_corners=False)
-    else:  # model slice j shows native slice k(j)
-        n = decoded.shape[0]
-        k = np.minimum(((np.arange(size[2]) + 0.5) * n / size[2]).astype(int), n - 1)
-        planes = F.interpolate(decoded[..., 0], size=size[:2], mode="bilinear",
-                               align_corners=False)          # (units, C, X', Y')
-        up = planes[torch.from_numpy(k)].permute(1, 2, 3, 0)[None]
     model.eval()
-    logits = whole_volume_logits(model, x + up - up.detach())  # value x, gradient via z
-    classes = (logits.detach().argmax(1) if label is None
-               else model_grid_classes(model, label, size, path=path))
-    loss = segmentation_loss(logits, classes)
-    (grad,) = torch.autograd.grad(loss, z)
-    return float(loss.detach()), grad.numpy().astype(np.float64)
+    x = model_grid_input(model, channels).requires_grad_(True)   # (1, C, X', Y', Z')
+    logits = whole_volume_logits(model, x)
+    loss = segmentation_loss(logits, logits.detach().argmax(1))
+    (grad,) = torch.autograd.grad(loss, x)
+    per_slice = (grad[0].double() ** 2).sum(dim=(0, 1, 2)).numpy()  # (Z',)
+    if unit == "subject":
+        return np.sqrt([per_slice.sum()])
+    n, z = channels[0].shape3[2], len(per_slice)  # model slice j lies in native slice k(j)
+    k = np.minimum(((np.arange(z) + 0.5) * n / z).astype(int), n - 1)
+    return np.sqrt(np.bincount(k, weights=per_slice, minlength=n))
 
 
 def neighbour_scale(emb: np.ndarray) -> float:
@@ -179,7 +166,7 @@ def fit_latent_space(thumbs: torch.Tensor, opts: FeatureOptions):
                       "latent_neighbour_distance": scale}
 
 
-def feature_table(sheet: pd.DataFrame, units: pd.DataFrame, emb: np.ndarray, vae, model,
+def feature_table(sheet: pd.DataFrame, units: pd.DataFrame, emb: np.ndarray, model,
                   image_roles, opts: FeatureOptions,
                   uncertainty: bool = True, gradient: bool = True) -> pd.DataFrame:
     """The feature table (columns in :mod:`medflow.annotate.table`) for one model.
@@ -189,7 +176,7 @@ def feature_table(sheet: pd.DataFrame, units: pd.DataFrame, emb: np.ndarray, vae
         units: from :func:`cohort_thumbnails`; ``emb`` its embeddings.
         model: the current segment-cascaded model, or None (embeddings only).
         uncertainty / gradient: which model columns to compute for the unlabelled units
-            (mean predictive uncertainty; latent loss-gradient norm).
+            (mean predictive uncertainty; loss-gradient length).
 
     Note:
         Labelled units get no model columns: they are never suggested.
@@ -207,7 +194,6 @@ def feature_table(sheet: pd.DataFrame, units: pd.DataFrame, emb: np.ndarray, vae
             if uncertainty:
                 table.iloc[idx, col_u] = uncertainty_of(model, chans, opts.unit, opts)
             if gradient:
-                _, grad = latent_gradient(model, vae, chans, emb[idx], opts.unit)
-                table.iloc[idx, col_g] = np.linalg.norm(grad, axis=1)
+                table.iloc[idx, col_g] = loss_gradient_norm(model, chans, opts.unit)
     names = [f"emb_{i}" for i in range(emb.shape[1])]
     return pd.concat([table.reset_index(drop=True), pd.DataFrame(emb, columns=names)], axis=1)

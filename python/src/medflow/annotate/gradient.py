@@ -1,21 +1,21 @@
 """Ranking by gradient-guided sampling, made practical (after Dai et al., "Suggestive
 annotation of brain tumour images with gradient-guided sampling", MICCAI 2020).
 
-The seed trains a VAE on the cohort's images, carries the segmentation loss gradient into
-its latent space, and suggests the real images nearest to the points the gradient leads
-to. Here every unlabelled unit's gradient is carried into the latent space with the
-model's own segmentation as the target (:mod:`medflow.annotate.features`), and its norm
-``gradient_norm`` says how steeply the loss changes as the image moves along the learnt
-manifold: the units the model has not learnt yet. Units are taken in decreasing norm,
-skipping any closer than half the pool's median neighbour distance (in the latent space)
-to one already chosen (diversity), so one region of the manifold does not take the
-whole budget.
+The seed (1) trains a VAE on the cohort's images to learn their manifold, (2) back-
+propagates the segmentation loss gradient to image space, (3) samples real images on the
+manifold guided by the gradient. Here (2) is the length of the loss gradient of every
+unlabelled unit with the model's own segmentation as the target (``gradient_norm``, see
+:mod:`medflow.annotate.features`): the units the model has not learnt yet. (3) takes
+units in decreasing gradient length, skipping any closer in the VAE's latent space than
+half the pool's median neighbour distance to one already chosen, so near-duplicates on
+the manifold do not take the whole budget.
 
-Why not the literal version (labelled units' latent codes moved along their own loss
-ascent, then the nearest unlabelled unit): on the heterogeneous BraTS phantom the ascent
-directions point away from every subgroup (cosines -0.1 to -0.6 with the directions to the
-subgroup centres) and its picks found the rare subgroups no more often than random
-(docs/suggest-annotation.md has the numbers).
+Two literal readings were measured on the heterogeneous BraTS phantom and rejected (numbers
+in docs/suggest-annotation.md): moving labelled units' latent codes along their loss
+ascent and taking the nearest unlabelled unit (the ascent directions point away from every
+subgroup; rare subgroups found no more often than at random), and ranking by the gradient
+carried into the latent space (it favours large common tumours over the unfamiliar small
+ones).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def diversity_radius(emb: np.ndarray) -> float:
 
 
 def rank_gradient(src: FeatureSource, budget: int, seed: int = 0) -> pd.DataFrame:
-    """Largest latent loss-gradient norms first, with diversity; the score is the norm."""
+    """Longest loss gradients first, with latent diversity; the score is the length."""
     _check_embedding(src, "gradient")
     pool = TopK(pool_size(budget))
     for b in src.batches(["subject", "slice", "labelled", "gradient_norm", *src.embedding]):
@@ -51,8 +51,8 @@ def rank_gradient(src: FeatureSource, budget: int, seed: int = 0) -> pd.DataFram
         g = (b["gradient_norm"].to_numpy(np.float64) if "gradient_norm" in b
              else np.full(len(b), np.nan))
         if np.isnan(g).any():
-            raise InvalidDataError("strategy 'gradient' needs the latent loss-gradient norm "
-                                   "of every unlabelled unit (give --model)", src.path)
+            raise InvalidDataError("strategy 'gradient' needs the loss-gradient length of "
+                                   "every unlabelled unit (give --model)", src.path)
         pool.push(g, _keys(b, seed), b["subject"], b["slice"], matrix(b, src.embedding))
     radius = diversity_radius(pool.emb) if len(pool) else 0.0
     near = np.full(len(pool), np.inf)  # distance of each pool unit to the chosen ones
@@ -66,7 +66,7 @@ def rank_gradient(src: FeatureSource, budget: int, seed: int = 0) -> pd.DataFram
         picked[i] = True
         near = np.minimum(near, np.linalg.norm(pool.emb - pool.emb[i], axis=1))
         picks.append(i)
-    reasons = [f"latent loss-gradient norm {pool.score[i]:.3g} (rank {i + 1} by norm"
+    reasons = [f"loss-gradient length {pool.score[i]:.3g} (rank {i + 1} by length"
                + (f"; {n} higher one(s) skipped as near an earlier pick" if n else "") + ")"
                for i, n in zip(picks, skipped)]
     return _result(pool.subject[picks], pool.slice[picks], pool.score[picks], reasons)

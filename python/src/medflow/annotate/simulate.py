@@ -85,8 +85,8 @@ def dice_row(pred: np.ndarray, truth: np.ndarray, labels) -> dict:
     a, b = pred != 0, truth != 0
     den = a.sum() + b.sum()
     out["dice_wt"] = float(2 * (a & b).sum() / den) if den else 1.0
-    with np.errstate(all="ignore"):
-        out["dice_mean"] = float(np.nanmean([out[f"dice_{v}"] for v in labels if v != 0]))
+    present = [out[f"dice_{v}"] for v in labels if v != 0 and not np.isnan(out[f"dice_{v}"])]
+    out["dice_mean"] = float(np.mean(present)) if present else np.nan
     return out
 
 
@@ -131,12 +131,17 @@ def train(sheet: pd.DataFrame, image_roles, label_role, out: Path, opts: SimOpti
 
 def cached(path: Path, fingerprint: str, compute) -> dict:
     """``compute()`` once per settings: its JSON result is kept at ``path`` (beside the
-    ``model`` folder it trained, which must still be there)."""
+    ``model`` folder it trained, which must still be there), with the CPU seconds it took
+    (``cpu_s``: this process's user + system time, so resumed runs still add up)."""
+    import time
+
     if path.exists() and (path.parent / "model" / "model.safetensors").exists():
         data = json.loads(path.read_text())
         if data.get("fingerprint") == fingerprint:
             return data
+    cpu = time.process_time()
     data = {**compute(), "fingerprint": fingerprint}
+    data["cpu_s"] = round(time.process_time() - cpu, 2)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, default=float))
@@ -197,8 +202,8 @@ def run_simulation(sheet: pd.DataFrame, image_roles, label_role: str, opts: SimO
             if not latent:  # the VAE is trained once per repeat, on the pool's images
                 thumbs, _ = cohort_thumbnails(pool_sheet, image_roles, opts.features, set())
                 fo = FeatureOptions(**{**opts.features.to_dict(), "seed": seed})
-                latent["vae"], latent["emb"], _ = fit_latent_space(thumbs, fo)
-            return latent["vae"], latent["emb"]
+                _, latent["emb"], _ = fit_latent_space(thumbs, fo)
+            return latent["emb"]
 
         for strategy in opts.strategies:
             labelled, model_dir = list(base["labelled"]), work / f"repeat{r}" / "start" / "model"
@@ -209,12 +214,12 @@ def run_simulation(sheet: pd.DataFrame, image_roles, label_role: str, opts: SimO
 
                 def step(labelled=labelled, model_dir=model_dir, folder=folder, k=k,
                          strategy=strategy):
-                    vae, emb = (space() if strategy in EMBEDDING_STRATEGIES
-                                else (None, np.empty((len(pool), 0), np.float32)))
+                    emb = (space() if strategy in EMBEDDING_STRATEGIES
+                           else np.empty((len(pool), 0), np.float32))
                     units = pd.DataFrame({"subject": pool, "slice": -1,
                                           "labelled": [s in set(labelled) for s in pool]})
                     model, _ = load_model(model_dir, device)
-                    table = feature_table(pool_sheet, units, emb, vae, model,
+                    table = feature_table(pool_sheet, units, emb, model,
                                           image_roles, opts.features,
                                           uncertainty=strategy == "uncertainty",
                                           gradient=strategy == "gradient")

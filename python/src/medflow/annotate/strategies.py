@@ -2,8 +2,9 @@
 table (:mod:`medflow.annotate.table`), streamed in batches.
 
 Every strategy keeps O(budget) state (a pool of at most ``max(4 x budget, 4096)`` units),
-so memory does not grow with the cohort; within the pool the choice is exact. Ties break on a seeded hash of the
-unit, so the same table and seed give the same list in any row order.
+so memory does not grow with the cohort; within the pool the choice is exact. Ties break
+on a seeded hash of the unit, so the same table and seed give the same list in any row
+order.
 
 - ``random``: the units with the smallest seeded hashes (a uniform draw).
 - ``uncertainty``: highest mean predictive uncertainty of the current model.
@@ -11,10 +12,10 @@ unit, so the same table and seed give the same list in any row order.
   pick is the unit farthest from every labelled or already chosen unit.
 - ``typical``: cold start without a model (TypiClust, Hacohen et al., ICML 2022): k-means
   into (labelled + budget) clusters, then the densest unit of each of the largest clusters
-  that hold no labelled unit.
+  that hold no labelled unit (clusters under 5 units, outliers, last).
 - ``gradient``: gradient-guided sampling made practical (after Dai et al., MICCAI 2020):
-  the largest segmentation-loss gradients carried into the VAE's latent space, with
-  diversity in that space (:mod:`medflow.annotate.gradient`).
+  the longest segmentation-loss gradients, with diversity in the VAE's latent space
+  (:mod:`medflow.annotate.gradient`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ NEEDS_MODEL = ("gradient", "uncertainty")
 MIN_POOL = 4096
 MAX_CLUSTERS = 1000
 DENSITY_K = 20
+MIN_CLUSTER_SIZE = 5  # TypiClust's: smaller clusters (outliers) come after all others
 
 
 def pool_size(budget: int) -> int:
@@ -66,7 +68,8 @@ def rank_uncertainty(src: FeatureSource, budget: int, seed: int = 0) -> pd.DataF
     top = TopK(budget)
     for b in src.batches(["subject", "slice", "labelled", "uncertainty"]):
         b = _unlabelled(b)
-        u = b["uncertainty"].to_numpy(np.float64) if "uncertainty" in b else np.full(len(b), np.nan)
+        u = (b["uncertainty"].to_numpy(np.float64) if "uncertainty" in b
+             else np.full(len(b), np.nan))
         if np.isnan(u).any():
             raise InvalidDataError("strategy 'uncertainty' needs the model's uncertainty of "
                                    "every unlabelled unit (give --model)", src.path)
@@ -135,7 +138,7 @@ def rank_typical(src: FeatureSource, budget: int, seed: int = 0) -> pd.DataFrame
     for b in src.batches(["subject", "slice", *src.embedding]):
         sample.push(np.zeros(len(b)), _keys(b, seed + 7), b["subject"], b["slice"],
                     matrix(b, src.embedding))
-    km = KMeans(n_clusters=k, n_init=3, random_state=seed, max_iter=100).fit(sample.emb)
+    km = KMeans(n_clusters=k, n_init=1, random_state=seed, max_iter=100).fit(sample.emb)
     centres = km.cluster_centers_.astype(np.float32)
     size, has_label = np.zeros(k, np.int64), np.zeros(k, bool)
     pool = TopK(pool_size(budget))
@@ -145,12 +148,14 @@ def rank_typical(src: FeatureSource, budget: int, seed: int = 0) -> pd.DataFrame
         size += np.bincount(cluster, minlength=k)
         lab = b["labelled"].to_numpy(bool)
         has_label[cluster[lab]] = True
-        pool.push(density(e[~lab], sample.emb), _keys(b[~lab], seed), b["subject"][~lab],
+        pool.push(density(e[~lab], sample.emb[:MIN_POOL]), _keys(b[~lab], seed),
+                  b["subject"][~lab],
                   b["slice"][~lab], tag=cluster[~lab])
     if not len(pool):
         return _result([], [], [], [])
     cluster = pool.tag
-    order = sorted(range(k), key=lambda c: (has_label[c], -size[c], c))
+    order = sorted(range(k), key=lambda c: (has_label[c], size[c] < MIN_CLUSTER_SIZE,
+                                            -size[c], c))
     picks, scores, reasons = [], [], []
     while len(picks) < min(budget, len(pool)):
         for c in order:

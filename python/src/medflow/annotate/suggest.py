@@ -152,11 +152,11 @@ def suggest(*, samplesheet, model_dir, image_role, label_role, budget, strategy,
         features = None
         if n_labelled < n_units:
             thumbs, units = cohort_thumbnails(sheet, roles, opts, labelled)
-            vae, emb = None, np.empty((len(units), 0), np.float32)
+            emb = np.empty((len(units), 0), np.float32)
             if strategy in EMBEDDING_STRATEGIES:
-                vae, emb, facts = fit_latent_space(thumbs, opts)
+                _, emb, facts = fit_latent_space(thumbs, opts)
                 timer.mark("embedding_s")
-            features = feature_table(sheet, units, emb, vae, model, roles, opts,
+            features = feature_table(sheet, units, emb, model, roles, opts,
                                      uncertainty=strategy == "uncertainty",
                                      gradient=strategy == "gradient")
             n_units, n_labelled = len(units), int(units["labelled"].sum())

@@ -9,7 +9,7 @@ One row per annotation unit:
 ``labelled``       whether the unit already has a label (never suggested)
 ``uncertainty``    mean predictive uncertainty of the model over the unit's field of view,
                    0-100 (NaN without a model, or for labelled units)
-``gradient_norm``  norm of the segmentation-loss gradient carried into the latent space, the
+``gradient_norm``  length of the segmentation-loss gradient with respect to the image, the
                    model's own segmentation as target (NaN without a model, or labelled)
 ``emb_0..``        the unit's latent embedding (VAE posterior mean)
 =================  ==========================================================================
