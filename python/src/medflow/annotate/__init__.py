@@ -2,10 +2,11 @@
 annotation loop that shows whether the choice beats picking at random.
 
 Public API:
-    FeatureOptions, cohort_thumbnails, fit_latent_space, feature_table   (features.py)
+    FeatureOptions                                                       (options.py)
+    cohort_thumbnails, fit_latent_space, feature_table                   (features.py)
     VAE, VAEConfig, train_vae, embed                                     (vae.py)
     FeatureSource                                                        (table.py)
     rank_units, STRATEGIES                                               (strategies.py)
     suggest, parse_budget, resolve_budget                                (suggest.py)
-    simulate                                                             (simulate.py)
+    simulate (run.py), run_simulation, SimOptions                        (simulate.py)
 """

@@ -42,14 +42,15 @@ def feature_options(f):
 
 
 def make_options(unit, grid, latent, vae_steps, uncertainty_kind, mc_samples, seed, device):
-    from medflow.annotate.features import FeatureOptions
+    from medflow.annotate.options import FeatureOptions
 
     g = tuple(int(v) for v in parse_triplet(grid, "--grid"))
     if any(v < 1 for v in g):
         raise click.BadParameter("sizes must be at least 1", param_hint="--grid")
     return FeatureOptions(unit=unit, grid=g, latent=latent, vae_steps=vae_steps,
                           uncertainty=uncertainty_kind,
-                          mc_samples=mc_samples, seed=seed, device=resolve_device(device))
+                          mc_samples=mc_samples, seed=seed,
+                          device="cpu" if device == "cpu" else resolve_device(device))
 
 
 @click.group("suggest-annotation", cls=RankByDefault)
@@ -101,8 +102,6 @@ def rank_cmd(samplesheet, model_dir, image_role, label_role, budget, strategy, u
       medflow suggest-annotation rank --features features.parquet --budget 1000 \\
           --strategy coreset --out suggestions.csv
     """
-    import torch
-
     from medflow.annotate.strategies import NEEDS_MODEL
     from medflow.annotate.suggest import parse_budget, suggest
 
@@ -117,9 +116,12 @@ def rank_cmd(samplesheet, model_dir, image_role, label_role, budget, strategy, u
         parse_budget(budget)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--budget") from None
-    torch.manual_seed(seed)
+    if samplesheet is not None:  # images and models: torch (not for a stored table)
+        import torch
+
+        torch.manual_seed(seed)
     opts = make_options(unit, grid, latent, vae_steps, uncertainty_kind, mc_samples, seed,
-                        device)
+                        device if samplesheet is not None else "cpu")
     params = {"strategy": strategy, "budget": budget, "unit": unit, "seed": seed,
               **opts.to_dict()}
     ranked = suggest(samplesheet=samplesheet, model_dir=model_dir, image_role=image_role,

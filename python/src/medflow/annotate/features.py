@@ -20,35 +20,18 @@ boundary of large tumours (docs/suggest-annotation.md).
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from medflow.annotate.options import FeatureOptions
 from medflow.annotate.vae import VAEConfig, embed, train_vae
 from medflow.io.images import read_image
 from medflow.io.volume import Volume
 
 log = logging.getLogger("medflow")
-
-
-@dataclass
-class FeatureOptions:
-    """How features are computed (recorded in the sidecar)."""
-
-    unit: str = "subject"
-    grid: tuple[int, int, int] = (16, 16, 8)
-    latent: int = 16
-    vae_steps: int = 300
-    uncertainty: str = "entropy"
-    mc_samples: int = 1
-    seed: int = 0
-    device: str = "cpu"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _first_frame(vol: Volume) -> Volume:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medflow.annotate.features import FeatureOptions
+from medflow.annotate.options import FeatureOptions
 from medflow.errors import InvalidDataError
 
 log = logging.getLogger("medflow")

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medflow.annotate.features import FeatureOptions
+from medflow.annotate.options import FeatureOptions
 
 log = logging.getLogger("medflow")
 

@@ -121,7 +121,6 @@ def suggest(*, samplesheet, model_dir, image_role, label_role, budget, strategy,
     Returns:
         The ranked table written to ``out`` (empty when every unit has a label).
     """
-    from medflow.annotate.features import cohort_thumbnails, feature_table, fit_latent_space
     from medflow.annotate.strategies import rank_units
     from medflow.annotate.table import FeatureSource
     from medflow.io.sidecar import Timer, make_sidecar
@@ -132,6 +131,8 @@ def suggest(*, samplesheet, model_dir, image_role, label_role, budget, strategy,
         src, features = FeatureSource(features_in), None
         n_units, n_labelled = src.counts()
     else:
+        from medflow.annotate.features import (cohort_thumbnails, feature_table,
+                                               fit_latent_space)
         from medflow.io.samplesheet import load_samplesheet
 
         model, card = None, None
