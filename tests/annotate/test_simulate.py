@@ -80,6 +80,14 @@ def test_tiny_simulation_end_to_end_and_resume(runner, pool_writer, groups, tmp_
     res = runner.invoke(cli, args)
     assert res.exit_code == 0, res.output
     assert [p.stat().st_mtime_ns for p in models] == stamps and len(models) == 4
+    # one more round reuses the first: only the round-2 models are trained
+    args[args.index("--rounds") + 1] = "2"
+    res = runner.invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert [p.stat().st_mtime_ns for p in models] == stamps
+    assert len(sorted((out / "work").rglob("model.safetensors"))) == 6
+    assert sorted(pd.read_parquet(out / "curves.parquet")["labelled_subjects"].unique()) == [
+        2, 3, 4]
 
 
 def test_simulation_needs_a_large_enough_pool(runner, pool_writer, groups, tmp_path):

@@ -51,9 +51,11 @@ class SimOptions:
         return d
 
     def fingerprint(self, sheet: pd.DataFrame) -> str:
-        """What decides every cached round (not which strategies or how many repeats, so
-        adding either reuses the rounds already run)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in ("strategies", "repeats")}
+        """What decides every cached round (not which strategies, how many repeats or how
+        many rounds: round k depends only on the rounds before it, so adding any of them
+        reuses the rounds already run)."""
+        d = {k: v for k, v in self.to_dict().items()
+             if k not in ("strategies", "repeats", "rounds")}
         text = json.dumps([d, sorted(sheet["subject"])], sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
