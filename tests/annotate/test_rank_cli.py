@@ -167,3 +167,23 @@ def test_missing_or_foreign_model_and_usage(runner, pool, tmp_path):
     res = rank(runner, "--features", str(tmp_path / "none.parquet"), "--out", str(out))
     assert res.exit_code == 66
     assert not out.exists()
+
+
+
+def test_an_output_over_an_input_is_refused_before_any_work(runner, tmp_path, pool_writer,
+                                                            groups):
+    sheet = pool_writer(tmp_path / "c", groups["a"][:3])
+    image = next((tmp_path / "c").rglob("sa.nii.gz"))
+    kept = {p: p.read_bytes() for p in (sheet, image)}
+    for out, features in ((sheet, None), (tmp_path / "s.csv", image)):
+        args = ["--out", str(out)] + (["--save-features", str(features)] if features else [])
+        res = rank(runner, "--samplesheet", str(sheet), "--image-role", "sa", "--label-role",
+                   "seg_sa", "--strategy", "random", *args)
+        assert res.exit_code == 2 and "would overwrite the input" in res.output, res.output
+    assert all(p.read_bytes() == b for p, b in kept.items())
+    assert not (tmp_path / "s.csv").exists()
+    feats = tmp_path / "f.parquet"
+    feats.write_bytes(b"not read")
+    res = rank(runner, "--features", str(feats), "--out", str(tmp_path / "s.csv"),
+               "--save-features", str(feats))
+    assert res.exit_code == 2 and feats.read_bytes() == b"not read"

@@ -26,7 +26,9 @@ def simulate(samplesheet: Path, image_role: str | None, label_role: str | None,
     """
     from medflow.annotate.curves import plot, tables
     from medflow.annotate.simulate import SimOptions, run_simulation, split_cohort
+    from medflow.annotate.suggest import sheet_files
     from medflow.io.atomic import atomic_outputs
+    from medflow.io.outputs import check_outputs, output_folder
     from medflow.io.samplesheet import load_samplesheet
     from medflow.io.sidecar import Timer, make_sidecar, write_json
     from medflow.io.tables import write_table
@@ -51,7 +53,10 @@ def simulate(samplesheet: Path, image_role: str | None, label_role: str | None,
                       repeats=repeats, test_fraction=test_fraction, train_steps=train_steps,
                       train=train, metric=metric, seed=seed, features=fopts)
     outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    check_outputs([outdir / f"{n}.parquet" for n in ("curves", "full", "picks", "summary")]
+                  + [outdir / "curves.png", outdir / "simulate.json", outdir / "work"],
+                  [samplesheet, *sheet_files(sheet)])
+    output_folder(outdir)
     result = run_simulation(sheet, roles, label, opts, outdir, fopts.device)
     timer.mark("simulate_s")
     subgroups = dict(zip(sheet["subject"], sheet["subgroup"])) if "subgroup" in sheet else {}

@@ -99,6 +99,14 @@ def finish_table(ranked: pd.DataFrame, strategy: str, unit: str) -> pd.DataFrame
     return out if len(out) else empty_result(unit)
 
 
+def sheet_files(sheet: pd.DataFrame) -> list[str]:
+    """Every file a loaded samplesheet names (not its subject IDs or metadata values)."""
+    from medflow.io.samplesheet import is_metadata_column
+
+    return [v for c in sheet.columns if c != "subject" and not is_metadata_column(c)
+            for v in sheet[c] if isinstance(v, str) and v]
+
+
 def write_outputs(table: pd.DataFrame, out: Path, sidecar: dict,
                   features: pd.DataFrame | None = None,
                   features_out: str | os.PathLike | None = None) -> None:
@@ -123,11 +131,14 @@ def suggest(*, samplesheet, model_dir, image_role, label_role, budget, strategy,
     """
     from medflow.annotate.strategies import rank_units
     from medflow.annotate.table import FeatureSource
-    from medflow.io.sidecar import Timer, make_sidecar
+    from medflow.io.outputs import check_outputs
+    from medflow.io.sidecar import Timer, make_sidecar, sidecar_path
 
     timer, facts = Timer(), {}
     inputs = {"samplesheet": samplesheet, "features": features_in}
+    outputs = [out, sidecar_path(out), features_out]
     if features_in is not None:  # the scale path: a stored table, streamed
+        check_outputs(outputs, [features_in])
         src, features = FeatureSource(features_in), None
         n_units, n_labelled = src.counts()
     else:
@@ -144,6 +155,7 @@ def suggest(*, samplesheet, model_dir, image_role, label_role, budget, strategy,
         roles = image_roles_of(card, image_role)
         label_role = label_role or (card["training"].get("label_role") if card else None)
         sheet = load_samplesheet(samplesheet, required_roles=roles)
+        check_outputs(outputs, [samplesheet, model_dir, *sheet_files(sheet)])
         labelled = labelled_subjects(sheet, label_role)
         n_units, n_labelled = len(sheet), len(labelled)
         if unit == "subject" and n_labelled < n_units:
