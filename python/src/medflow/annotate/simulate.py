@@ -195,9 +195,7 @@ def run_simulation(sheet: pd.DataFrame, image_roles, label_role: str, opts: SimO
 
         base = cached(work / f"repeat{r}" / "start" / "result.json", fp,
                       lambda: fit(start, work / f"repeat{r}" / "start"))
-        full.append({"repeat": r, **cached(work / f"repeat{r}" / "full" / "result.json", fp,
-                                            lambda: fit(pool, work / f"repeat{r}" / "full"))})
-        progress and progress(2)
+        progress and progress(1)
         latent = {}
 
         def space(pool_sheet=pool_sheet, latent=latent, seed=seed):
@@ -234,4 +232,8 @@ def run_simulation(sheet: pd.DataFrame, image_roles, label_role: str, opts: SimO
                 rounds.append({"strategy": strategy, "repeat": r, "round": k, **res})
                 labelled, model_dir = list(res["labelled"]), folder / "model"
                 progress and progress(1)
+        # the full-data model last: the strategies' rounds do not wait for the largest job
+        full.append({"repeat": r, **cached(work / f"repeat{r}" / "full" / "result.json", fp,
+                                            lambda: fit(pool, work / f"repeat{r}" / "full"))})
+        progress and progress(1)
     return {"rounds": rounds, "full": full}
