@@ -16,6 +16,7 @@ include { SEGMENT_CASCADED_PREDICT as SEGMENT } from './modules/local/segment_ca
 include { SCORE_UNCERTAINTY as UNCERTAINTY    } from './modules/local/score_uncertainty/main'
 include { SUPER_RESOLVE_TRAIN_PRIOR as TRAIN_PRIOR } from './modules/local/super_resolve/train_prior/main'
 include { SUPER_RESOLVE_PREDICT as SUPERRES   } from './modules/local/super_resolve/predict/main'
+include { SUGGEST_ANNOTATION_RANK as ANNOTATE } from './modules/local/suggest_annotation/rank/main'
 
 // The image role(s) a model segments, in channel order: --segment_roles, else its model card
 def modelRoles(model) {
@@ -27,6 +28,12 @@ def modelRoles(model) {
         error "medflow: ${card} not found: --model must be a folder written by `medflow segment-cascaded train`"
     }
     return new groovy.json.JsonSlurper().parseText(card.text).training.image_roles
+}
+
+// The label role a model was trained on (its model card), for the annotate stage
+def modelLabelRole(model) {
+    def card = model.resolve('model.json')
+    return card.exists() ? new groovy.json.JsonSlurper().parseText(card.text).training.label_role : null
 }
 
 workflow {
@@ -155,6 +162,31 @@ workflow {
         if (prior != null) {
             SUPERRES(SEGMENT.out.seg, prior)
         }
+        // annotate: the next subjects to label, among those without a label for the
+        // model's label role; one cohort task over every subject with the image
+        def label_role = params.train ? params.train_label_role : modelLabelRole(model)
+        ch_images = PREPROCESS.out.image
+            .filter { meta, image -> meta.role == roles[0] }
+            .map { meta, image -> [meta.id, image] }
+        ch_labels = PREPROCESS.out.image
+            .filter { meta, label -> meta.role == label_role }
+            .map { meta, label -> [meta.id, label] }
+        ch_annotate = ch_images
+            .join(ch_labels, remainder: true)
+            .filter { subject, image, label -> image != null }
+            .toSortedList { a, b -> a.first() <=> b.first() }
+            .filter { subjects -> !subjects.isEmpty() }
+            .map { subjects ->
+                def labelled = subjects.findAll { subject, image, label -> label != null }
+                [
+                    [id: 'cohort', subjects: subjects.collect { subject, image, label -> subject },
+                     labelled: labelled.collect { subject, image, label -> subject },
+                     image_role: roles[0], label_role: label_role, budget: params.annotate_budget],
+                    subjects.collect { subject, image, label -> image },
+                    labelled.collect { subject, image, label -> label },
+                ]
+            }
+        ANNOTATE(ch_annotate, model)
     } else {
         log.warn "medflow: neither --model nor --train given: the run stops after preprocess"
     }

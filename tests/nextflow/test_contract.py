@@ -105,6 +105,7 @@ def placeholder_values(tmp_path, kind, device):
         "samplesheet": str(tmp_path / "samplesheet.csv"), "meta.source": "/data/sheet.csv",
         "meta.image_role": "sa", "meta.label_role": "seg_sa",
         "seg": str(files["seg.nii.gz"]), "prior": str(model),
+        "budget": "--budget 5%",
     }
 
 

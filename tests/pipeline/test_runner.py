@@ -64,7 +64,7 @@ def test_end_to_end_resume_and_changed_input(runner, cohort, tiny_model, tmp_pat
     assert json.loads((info / "versions.json").read_text())["medflow"]
     assert json.loads((info / "params.json").read_text())["jobs"] == 2
     first = pd.read_parquet(info / "trace.parquet")
-    assert set(first["status"]) == {"done"} and len(first) == 7
+    assert set(first["status"]) == {"done"} and len(first) == 8
     assert (first["seconds"] > 0).all() and (first["peak_rss_mb"] > 10).all()
 
     # a second run with --resume does no work: every task cached, no file rewritten
@@ -83,7 +83,7 @@ def test_end_to_end_resume_and_changed_input(runner, cohort, tiny_model, tmp_pat
     assert res.exit_code == 0, res.output
     status = trace(out)
     assert {k for k, v in status.items() if v == "done"} == {
-        "preprocess:s1", "segment:s1", "uncertainty:cohort"}
+        "preprocess:s1", "segment:s1", "uncertainty:cohort", "annotate:cohort"}
     after = mtimes(out)
     for s in ("s0", "s2"):
         for stage in ("preprocess", "segment"):

@@ -172,3 +172,14 @@ def test_batch_refuses_subject_ids_that_leave_the_folder(runner, tmp_path, obliq
     result = _batch(runner, sheet, tmp_path / "out" / "results")
     assert result.exit_code == 65 and "row 2, column 'subject'" in result.output, result.output
     assert not list(tmp_path.rglob("*_preproc.nii.gz"))
+
+
+def test_a_subgroup_value_is_not_an_input_file(runner, tmp_path, oblique, monkeypatch):
+    # a metadata value that happens to be an output's name, relative to the working folder
+    sheet = _cohort(tmp_path, oblique, n=1)
+    lines = sheet.read_text().splitlines()
+    sheet.write_text(f"{lines[0]},subgroup\n{lines[1]},preprocess.parquet\n")
+    monkeypatch.chdir(tmp_path)
+    result = _batch(runner, sheet, ".")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "preprocess.parquet").exists()

@@ -26,6 +26,14 @@ KINDS = ("generic", "cardiac", "brats")
 # Columns that hold label maps rather than intensities (resampled by nearest neighbour):
 # segmentations, masks and ground-truth label maps (the cardiac phantom's gt_ed, gt_es).
 LABEL_PREFIXES = ("seg", "mask", "label", "gt")
+# Columns that hold values, not files (the heterogeneous demo cohorts' subgroup): never
+# resolved as paths, never checked for existence, never an image role.
+METADATA_COLUMNS = ("subgroup",)
+
+
+def is_metadata_column(column: str) -> bool:
+    """Whether a samplesheet column holds a value (``subgroup``) rather than a file."""
+    return column in METADATA_COLUMNS
 
 
 def is_label_role(role: str) -> bool:
@@ -91,7 +99,8 @@ def load_samplesheet(path: str | os.PathLike, kind: str | None = None,
 
     Returns:
         DataFrame with a ``subject`` column and one column per role (absolute paths, or
-        None where a cell is empty).
+        None where a cell is empty); metadata columns (:data:`METADATA_COLUMNS`) keep their
+        values.
 
     Note:
         All problems are gathered into one error: exit 66 when the only problems are
@@ -144,7 +153,7 @@ def load_samplesheet(path: str | os.PathLike, kind: str | None = None,
             if role in df.columns and not record.get(role):
                 problems.append(f"row {rowno}, column '{role}': empty")
         for col, value in record.items():
-            if col == "subject":
+            if col == "subject" or is_metadata_column(col):
                 continue
             name, series = split_series(value, base)
             full = absolute(name, base)

@@ -197,7 +197,8 @@ def region_volumes_ml(seg: np.ndarray, spacing: float, et_label: int = 4) -> dic
 
 def write_brats_subject(folder: Path, subject: str, seed: int,
                         shape: tuple[int, int, int] = DEFAULT_SHAPE,
-                        with_predictions: bool = False) -> dict[str, str]:
+                        with_predictions: bool = False,
+                        subgroup: str | None = None) -> dict[str, str]:
     """Write one BraTS-style subject (sequences, labels, mask, truth.json) into ``folder``.
 
     Args:
@@ -207,6 +208,8 @@ def write_brats_subject(folder: Path, subject: str, seed: int,
         shape: volume shape; spacing follows :func:`brats_spacing`.
         with_predictions: also write ``pred``, ``unc_wt/tc/et`` and ``prob`` with controlled
             errors (see :mod:`medflow.phantom.brats_predictions`).
+        subgroup: a heterogeneous cohort's subgroup (:mod:`medflow.phantom.subgroups`);
+            None: the uniform phantom.
 
     Returns:
         Role -> file name in ``folder`` (t1, t1ce, t2, flair, seg, mask, truth, ...).
@@ -218,6 +221,10 @@ def write_brats_subject(folder: Path, subject: str, seed: int,
     shape = tuple(int(s) for s in shape)
     rng = np.random.default_rng(seed)
     params = sample_brats_parameters(rng)
+    if subgroup is not None:
+        from medflow.phantom.subgroups import apply_brats_subgroup
+
+        params = apply_brats_subgroup(params, subgroup, seed)
     vols = render_brats(params, shape)
     affine = brats_affine(shape)
     spacing = brats_spacing(shape)
@@ -226,6 +233,8 @@ def write_brats_subject(folder: Path, subject: str, seed: int,
              "volumes": {**region_volumes_ml(vols["seg"], spacing),
                          "brain_ml": round(float(vols["mask"].sum()) * spacing**3 / 1000, 4)},
              "parameters": params}
+    if subgroup is not None:
+        truth["subgroup"] = subgroup
     outputs = {name: Volume(vols[name], affine) for name in SEQUENCES}
     outputs["seg"] = Volume(vols["seg"], affine, kind="label")
     outputs["mask"] = Volume(vols["mask"], affine, kind="label")

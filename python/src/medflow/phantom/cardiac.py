@@ -155,7 +155,8 @@ def subject_truth(heart: HeartModel, frames: int) -> dict:
 
 def write_cardiac_subject(folder: Path, subject: str, seed: int, frames: int = 20,
                           contrast: str = "ssfp", image_format: str = "nifti",
-                          eid: int | None = None) -> dict[str, str]:
+                          eid: int | None = None,
+                          subgroup: str | None = None) -> dict[str, str]:
     """Write one synthetic cine subject (images, labels, 3D ground truth, truth.json).
 
     Args:
@@ -170,6 +171,8 @@ def write_cardiac_subject(folder: Path, subject: str, seed: int, frames: int = 2
             with the same voxels and geometry; labels and truth stay NIfTI/JSON.
         eid: the UK Biobank-style participant number in zip names and PatientID
             (``"ukbb"`` only; default 1000000).
+        subgroup: a heterogeneous cohort's subgroup (:mod:`medflow.phantom.subgroups`; it
+            may change the heart and the contrast); None: the uniform phantom.
 
     Returns:
         Role -> file name inside ``folder`` (see :data:`ROLES`); for ``"ukbb"`` the image
@@ -191,6 +194,11 @@ def write_cardiac_subject(folder: Path, subject: str, seed: int, frames: int = 2
         raise ValueError(f"image_format must be 'nifti' or 'ukbb', got {image_format!r}")
     folder = Path(folder)
     heart = HeartModel.from_seed(seed, frames)
+    if subgroup is not None:
+        from medflow.phantom.subgroups import cardiac_subgroup_params
+
+        params, group_contrast = cardiac_subgroup_params(heart.params, subgroup, seed)
+        heart, contrast = HeartModel(params), group_contrast or contrast
     scene_rng = np.random.default_rng([seed, 1])
     body = Thorax.around(heart, scene_rng)
     look = draw_appearance(contrast, np.random.default_rng([seed, 2]), heart.params.origin)
@@ -238,6 +246,8 @@ def write_cardiac_subject(folder: Path, subject: str, seed: int, frames: int = 2
         "lv_cardiac_output_l_min": (truth["lvedv_ml"] - truth["lvesv_ml"]) * hr_bpm / 1000.0,
     })
     roles = dict(ROLES)
+    if subgroup is not None:
+        truth["subgroup"] = subgroup
     with atomic_outputs() as out:
         if image_format == "ukbb":
             eid = 1000000 if eid is None else int(eid)

@@ -90,11 +90,14 @@ def _write_one(kind: str, out: Path, subject: str, seed: int, options: dict) -> 
               help="brats/microct: volume shape X,Y,Z (brats 240,240,155 gives 1 mm voxels).")
 @click.option("--with-predictions", is_flag=True,
               help="brats: also write predictions with controlled errors and uncertainty maps.")
+@click.option("--heterogeneous", is_flag=True,
+              help="brats/cardiac: known subgroups of different difficulty and frequency "
+                   "(samplesheet column 'subgroup'; see docs/suggest-annotation.md).")
 @jobs_option
 @verbosity_options
 def demo_cohort(out: Path, kind: str, subjects: int | None, seed: int, frames: int | None,
                 image_format: str, contrast: str | None, shape: str | None,
-                with_predictions: bool, jobs: int) -> None:
+                with_predictions: bool, heterogeneous: bool, jobs: int) -> None:
     """Write a synthetic cohort with known ground truth, and its samplesheet.csv.
 
     \b
@@ -103,6 +106,7 @@ def demo_cohort(out: Path, kind: str, subjects: int | None, seed: int, frames: i
       medflow demo-cohort --kind cardiac --format ukbb --subjects 4 --out demo/ukbb
       medflow demo-cohort --kind brats --subjects 5 --out demo/brats
       medflow demo-cohort --kind microct --shape 640,640,640 --out demo/microct
+      medflow demo-cohort --kind brats --heterogeneous --subjects 100 --shape 48,48,32 --out demo/het
     """
     n = subjects or DEFAULT_SUBJECTS[kind]
     options: dict = {}
@@ -129,7 +133,16 @@ def demo_cohort(out: Path, kind: str, subjects: int | None, seed: int, frames: i
     check_out_folder(out, names)
     output_folder(out)
     seeds = [subject_seed(seed, i) for i in range(n)]
-    args = [(kind, out, s, sd, options) for s, sd in zip(names, seeds)]
+    groups = [None] * n
+    if heterogeneous:
+        from medflow.phantom.subgroups import SUBGROUPS, subgroup_of
+
+        if kind not in SUBGROUPS:
+            raise click.BadParameter("only for --kind brats or cardiac",
+                                     param_hint="--heterogeneous")
+        groups = [subgroup_of(kind, seed, i) for i in range(n)]
+    args = [(kind, out, s, sd, options if g is None else {**options, "subgroup": g})
+            for s, sd, g in zip(names, seeds, groups)]
     if options.get("image_format") == "ukbb":  # each subject its own participant number
         args = [(k, o, s, sd, {**opts, "eid": FIRST_EID + i})
                 for i, (k, o, s, sd, opts) in enumerate(args)]
@@ -142,6 +155,8 @@ def demo_cohort(out: Path, kind: str, subjects: int | None, seed: int, frames: i
                                hidden=not show_progress()) as bar:
             for a in bar:
                 rows.append(_write_one(*a))
+    if heterogeneous:
+        rows = [{**r, "subgroup": g} for r, g in zip(rows, groups)]
     columns = list(dict.fromkeys(c for r in rows for c in r))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")

@@ -42,15 +42,17 @@ def _stages(ctx, param, value: str | None) -> tuple[str, ...]:
                    "first (<outdir>/train_prior/prior) and run the superres stage with it.")
 @click.option("--stages", callback=_stages, metavar="NAME[,NAME...]",
               help="Run only these stages: preprocess, train, segment, uncertainty, "
-                   "train_prior, superres.")
+                   "train_prior, superres, annotate.")
 @click.option("--resume", is_flag=True,
               help="Skip tasks whose inputs (checksums) and parameters are unchanged.")
+@click.option("--annotate-budget", default="10%", show_default=True,
+              help="annotate stage: subjects to suggest for labelling next (10, or 5%).")
 @jobs_option
 @device_option
 @seed_option
 @verbosity_options
-def pipeline(input_, outdir, model, train, superres_model, train_prior, stages, resume, jobs,
-             device, seed) -> None:
+def pipeline(input_, outdir, model, train, superres_model, train_prior, stages, resume,
+             annotate_budget, jobs, device, seed) -> None:
     """Run the pipeline (preprocess, segment, score uncertainty) over a samplesheet.
 
     The samplesheet and the model are checked before any work. Per-subject stages run
@@ -82,7 +84,8 @@ def pipeline(input_, outdir, model, train, superres_model, train_prior, stages, 
     if superres_model is not None and train_prior:
         raise click.UsageError("give --superres-model or --train-prior, not both")
     opts = Options(input_, outdir, model, train, stages, jobs, resume, device, seed,
-                   superres_model=superres_model, train_prior=train_prior)
+                   superres_model=superres_model, train_prior=train_prior,
+                   annotate_budget=annotate_budget)
     if model is None and not train and "segment" in [s.name for s in selected_stages(opts)]:
         raise click.UsageError("the segment stage needs --model DIR or --train")
     with tqdm(total=0, desc="pipeline", unit="task", file=sys.stderr,

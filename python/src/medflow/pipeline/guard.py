@@ -21,6 +21,7 @@ from medflow.io.atomic import remove_stale_temporaries
 from medflow.io.lock import LOCK_NAME
 from medflow.io.outputs import check_outputs
 from medflow.io.paths import source_file
+from medflow.io.samplesheet import is_metadata_column
 from medflow.pipeline import execute, plan
 from medflow.pipeline.children import Control
 from medflow.pipeline.stages import COHORT, Stage
@@ -31,7 +32,7 @@ def user_inputs(ctx: plan.Context, samplesheet: Path, stages: list[Stage]) -> li
     (unless this run trains it); a ``zip#series`` cell reads the zip."""
     files = [samplesheet]
     for column in ctx.sheet.columns:
-        if column != "subject":
+        if column != "subject" and not is_metadata_column(column):
             files += [source_file(v) for v in ctx.sheet[column] if isinstance(v, str) and v]
     if ctx.model is not None and "train" not in [s.name for s in stages]:
         files.append(ctx.model)

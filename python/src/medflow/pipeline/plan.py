@@ -17,7 +17,7 @@ import pandas as pd
 from medflow.errors import InvalidDataError
 from medflow.io.images import image_format
 from medflow.io.paths import inside, source_file
-from medflow.io.samplesheet import is_label_role
+from medflow.io.samplesheet import is_label_role, is_metadata_column
 from medflow.pipeline.stages import COHORT, Stage, get_stage
 
 
@@ -34,6 +34,7 @@ class Context:
     seed: int = 0
     superres_model: Path | None = None  # shape prior (given, or the train_prior output)
     prior_in_run: bool = False  # the train_prior stage of this run writes it
+    annotate_budget: str = "10%"  # suggest-annotation --budget
 
 
 @dataclass
@@ -75,7 +76,7 @@ def image_columns(row: dict) -> dict[str, Path]:
     """The samplesheet columns of a row that name images (other files, e.g. .json, skipped)."""
     roles = {}
     for role, value in row.items():
-        if role == "subject" or not has(row, role):
+        if role == "subject" or not has(row, role) or is_metadata_column(role):
             continue
         try:
             image_format(value)
@@ -195,6 +196,25 @@ def superres_task(ctx: Context, row: dict) -> Task | str:
                template, *shlex.split(stage.args["image"]), *_model_options(ctx)]
     return Task(stage.name, subject, [command],
                 [seg, prior / "model.safetensors", prior / "model.json"], outputs)
+def annotate_task(ctx: Context, subjects: list[str]) -> Task:
+    """The next subjects to annotate: every subject's image(s) and, where the samplesheet
+    has one, its label; an empty label cell puts the subject in the pool."""
+    stage = get_stage("annotate")
+    rows = {r["subject"]: r for r in ctx.sheet.to_dict("records")}
+    label = ctx.label_role
+    columns = ["subject", *ctx.image_roles, *([label] if label else [])]
+    sheet = pd.DataFrame([{c: (s if c == "subject" else rows[s].get(c) if has(rows[s], c)
+                               else None) for c in columns} for s in subjects], columns=columns)
+    folder = stage_dir(ctx, stage.name)
+    command = [*stage.command, "--samplesheet", str(folder / "samplesheet.csv"),
+               "--model", str(ctx.model), "--image-role", ",".join(ctx.image_roles),
+               *(["--label-role", label] if label else []),
+               "--out", str(folder / stage.outputs["suggestions"]),
+               *shlex.split(stage.args["image"]), "--budget", ctx.annotate_budget,
+               *_model_options(ctx)]
+    files = sorted({Path(v) for c in columns[1:] for v in sheet[c] if has({"v": v}, "v")})
+    return Task(stage.name, None, [command], files + _model_files(ctx),
+                [folder / f for f in stage.outputs.values()], sheet, folder / "samplesheet.csv")
 
 
 def _sheet_files(sheet: pd.DataFrame) -> list[Path]:
@@ -232,5 +252,8 @@ def cohort_task(ctx: Context, stage: Stage, subjects: list[str]) -> Task | str:
         subjects = [s for s in subjects if has(rows[s], ctx.label_role)]
     if not subjects:
         return f"no subject has {ctx.label_role}" if stage.needs else "no subjects"
-    make = {"train": train_task, "uncertainty": uncertainty_task}[stage.name]
+    if "model" in stage.inputs and ctx.model is None:
+        return "no model (--model or --train)"
+    make = {"train": train_task, "uncertainty": uncertainty_task,
+            "annotate": annotate_task}[stage.name]
     return make(ctx, subjects)

@@ -46,6 +46,7 @@ class Options:
     report: bool = True
     superres_model: Path | None = None  # shape prior of the superres stage
     train_prior: bool = False  # train the shape prior in this run (train_prior stage)
+    annotate_budget: str = "10%"      # the annotate stage's --budget
 
 
 @dataclass
@@ -121,7 +122,7 @@ def prepare(opts: Options) -> plan.Context:
     card = None
     if opts.train:
         model = opts.outdir / "train" / "model"
-        if "segment" in names and "train" not in names:
+        if ("segment" in names or "annotate" in names) and "train" not in names:
             card = check_model(model)  # trained by an earlier run
     else:
         model = opts.model
@@ -131,7 +132,7 @@ def prepare(opts: Options) -> plan.Context:
     if card is not None:
         image_roles = tuple(card["training"]["image_roles"])
         label_role = card["training"].get("label_role")
-    required = image_roles if ("segment" in names or "train" in names) else ()
+    required = image_roles if ({"segment", "train", "annotate"} & set(names)) else ()
     sheet = load_samplesheet(opts.input, required_roles=required)
     if "train" in names and not (label_role in sheet and sheet[label_role].notna().any()):
         raise InvalidDataError(f"--train needs labels: no subject has a '{label_role}' file",
@@ -148,7 +149,8 @@ def prepare(opts: Options) -> plan.Context:
         check_prior(prior)  # given, or trained by an earlier run
     return plan.Context(sheet, absolute(opts.outdir), model and absolute(model),
                         image_roles, label_role, opts.device, opts.seed,
-                        superres_model=prior and absolute(prior), prior_in_run=in_run)
+                        superres_model=prior and absolute(prior), prior_in_run=in_run,
+                        annotate_budget=opts.annotate_budget)
 
 
 def run(opts: Options, progress: Callable[[int], None] | None = None,

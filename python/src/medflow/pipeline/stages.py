@@ -179,6 +179,19 @@ STAGES: tuple[Stage, ...] = (
         resource_label="process_medium",
         table="superres.parquet",
         only_with="prior",
+    Stage(
+        name="annotate",
+        command=("suggest-annotation", "rank"),
+        scope=COHORT,
+        inputs=("samplesheet:image", "samplesheet:label", "model"),
+        outputs={"suggestions": "suggestions.csv", "sidecar": "suggestions.json"},
+        # The next subjects to annotate among those with an empty label cell; the budget
+        # comes from --annotate-budget (Nextflow: --annotate_budget), this is its default.
+        args={"image": "--strategy gradient --budget 10%"},
+        device="gpu",
+        resource_label="process_medium",
+        # Every subject's image; the label where there is one (empty: to be suggested).
+        columns={"{image}": "samplesheet:image", "{label}": "samplesheet:label"},
     ),
 )
 

@@ -237,6 +237,12 @@ def collect(results: Path, status: dict[str, str], samplesheet: Path | None = No
     truth = _truth_table(samplesheet, ok)
     if truth is not None:
         cohort = _beside(cohort.merge(truth, on="subject", how="left"))
+    suggestions = results / "annotate" / get_stage("annotate").outputs["suggestions"]
+    if suggestions.exists():  # the annotate stage: where each subject stands in the list
+        ranked = pd.read_csv(suggestions).drop_duplicates("subject")
+        ranked = ranked.rename(columns={"rank": "annotation_rank", "score": "annotation_score"})
+        cohort = cohort.merge(ranked[["subject", "annotation_rank", "annotation_score"]],
+                              on="subject", how="left")
     with atomic_outputs() as out:
         write_table(cohort, out.path(results / "cohort.parquet"))
     return cohort

@@ -85,11 +85,12 @@ def check_usage(ctx: click.Context, p: dict) -> None:
 def check_batch_outputs(sheet, outdir: Path, reference: Path | None) -> None:
     """No output of batch mode may overwrite a file named in the samplesheet (exit 2)."""
     from medflow.io.outputs import check_outputs
+    from medflow.io.samplesheet import is_metadata_column
     from medflow.io.sidecar import sidecar_path
     from medflow.preprocess.run import image_roles, output_name
 
     inputs = [Path(v) for r in sheet.to_dict("records") for k, v in r.items()
-              if k != "subject" and v]
+              if k != "subject" and not is_metadata_column(k) and v]
     outputs = [outdir / "preprocess.parquet"]
     for r in sheet.to_dict("records"):
         for role in image_roles(r):

@@ -16,7 +16,7 @@ from medflow.errors import InvalidDataError, MedflowError
 from medflow.io.atomic import OutputSet, atomic_outputs
 from medflow.io.images import image_format, read_image, write_nifti
 from medflow.io.paths import inside
-from medflow.io.samplesheet import is_label_role, paired_image_role
+from medflow.io.samplesheet import is_label_role, is_metadata_column, paired_image_role
 from medflow.io.sidecar import Timer, make_sidecar, sidecar_path, write_json
 from medflow.io.tables import write_table
 from medflow.io.volume import Volume, same_grid
@@ -115,7 +115,7 @@ def image_roles(row: dict) -> dict[str, Path]:
     """The roles of a samplesheet row that hold images (other files, e.g. .json, skipped)."""
     roles = {}
     for role, value in row.items():
-        if role == "subject" or not value:
+        if role == "subject" or not value or is_metadata_column(role):
             continue
         try:
             image_format(value)

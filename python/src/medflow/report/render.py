@@ -156,6 +156,37 @@ def _uncertainty_section(results: Path, report: Path) -> list[str]:
     return out
 
 
+def _annotate_section(results: Path, report: Path) -> list[str]:
+    """The suggestions for the next round of annotation; the simulated annotation curves
+    when ``medflow suggest-annotation simulate --out <results>/annotate/simulate`` ran."""
+    folder = results / "annotate"
+    path = folder / get_stage("annotate").outputs["suggestions"]
+    out = []
+    if path.exists():
+        table = pd.read_csv(path)
+        try:
+            meta = json.loads(path.with_suffix(".json").read_text())
+        except (OSError, ValueError):
+            meta = {}
+        pool, units = meta.get("unlabelled_units"), meta.get("units")
+        text = (f"{meta.get('strategy', '')}: {len(table)} of {pool} unlabelled "
+                f"{meta.get('unit', 'subject')}(s) suggested ({units} in the cohort)."
+                if pool is not None else "")
+        if pool == 0:
+            text = "Every subject has a label: nothing to suggest."
+        out = ["<h2>annotate</h2>", f"<p>Next to annotate, best first. {html.escape(text)}</p>",
+               _table(table)]
+    sim = folder / "simulate"
+    if (sim / "summary.parquet").exists():
+        out += ["<h3>simulated annotation loop</h3>",
+                "<p>Test Dice against the fraction of the pool labelled, per strategy (mean "
+                "and range over repeats), and the model trained on the whole pool.</p>",
+                _table(read_table(sim / "summary.parquet"))]
+        if (sim / "curves.png").exists():
+            out.append(_img(report, sim / "curves.png", "Dice against fraction labelled"))
+    return out
+
+
 def _preprocess_section(results: Path) -> list[str]:
     path = results / "preprocess" / get_stage("preprocess").table
     return ["<h2>preprocess</h2>", _table(read_table(path))] if path.exists() else []
@@ -214,7 +245,7 @@ def render_report(results: Path) -> Path:
              *_preprocess_section(results), *_train_section(results, report),
              *_segment_section(results, report, cohort), *_truth_section(report, cohort),
              *_uncertainty_section(results, report),
-             *superres_section(results, report, _table)]
+             *superres_section(results, report, _table), *_annotate_section(results, report)]
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>medflow report</title><style>{STYLE}</style></head><body>\n"
             + "\n".join(parts) + "\n</body></html>\n")

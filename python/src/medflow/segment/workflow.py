@@ -258,7 +258,7 @@ def predict_batch(model, card, model_dir, samplesheet, outdir, roles, save_proba
                   save_uncertainty=False, **options) -> int:
     """Segment every subject of a samplesheet into ``outdir/<subject>/``; every output is
     checked against every input first (exit 2)."""
-    from medflow.io.samplesheet import load_samplesheet
+    from medflow.io.samplesheet import is_metadata_column, load_samplesheet
 
     df = load_samplesheet(samplesheet, required_roles=tuple(roles))
     tag = roles[0]
@@ -270,7 +270,8 @@ def predict_batch(model, card, model_dir, samplesheet, outdir, roles, save_proba
         jobs.append((sub, [Path(row[r]) for r in roles], names[0],
                      names[1] if save_probabilities else None,
                      names[2] if save_uncertainty else None))
-    inputs = [Path(v) for c in df.columns if c != "subject" for v in df[c] if v]
+    inputs = [Path(v) for c in df.columns if c != "subject" and not is_metadata_column(c)
+              for v in df[c] if v]
     check_outputs([p for job in jobs for p in prediction_outputs(*job[2:], model.cfg.regions)],
                   [*inputs, samplesheet, model_dir])
     for sub, images, seg, prob, unc in jobs:
