@@ -14,6 +14,7 @@ include { PREPROCESS                          } from './modules/local/preprocess
 include { SEGMENT_CASCADED_TRAIN as TRAIN     } from './modules/local/segment_cascaded/train/main'
 include { SEGMENT_CASCADED_PREDICT as SEGMENT } from './modules/local/segment_cascaded/predict/main'
 include { SCORE_UNCERTAINTY as UNCERTAINTY    } from './modules/local/score_uncertainty/main'
+include { CLUSTER_UNSUPERVISED_ASSIGN as CLUSTER } from './modules/local/cluster_unsupervised/assign/main'
 
 // The image role(s) a model segments, in channel order: --segment_roles, else its model card
 def modelRoles(model) {
@@ -122,8 +123,24 @@ workflow {
             }
         UNCERTAINTY(ch_cohort)
     } else {
-        log.warn "medflow: neither --model nor --train given: the run stops after preprocess"
+        log.warn "medflow: neither --model nor --train given: no segmentation"
     }
+
+    // cluster: the column check, one cohort task over every subject's preprocessed images
+    // (image columns only); the encoder is --cluster_model or trained in the task
+    ch_cluster = PREPROCESS.out.image
+        .filter { meta, image -> meta.kind == 'image' }
+        .map { meta, image -> [meta.id, meta.role, image] }
+        .toSortedList { a, b -> (a[0] <=> b[0]) ?: (a[1] <=> b[1]) }
+        .filter { items -> !items.isEmpty() }
+        .map { items ->
+            [
+                [id: 'cohort', subjects: items.collect { subject, role, image -> subject },
+                 roles: items.collect { subject, role, image -> role }],
+                items.collect { subject, role, image -> image },
+            ]
+        }
+    CLUSTER(ch_cluster, params.cluster_model ? file(params.cluster_model, checkIfExists: true) : [])
 
     // Tool versions of every task that ran, to pipeline_info/ (trace, report, timeline and
     // the DAG are configured in nextflow.config)

@@ -35,15 +35,19 @@ def _stages(ctx, param, value: str | None) -> tuple[str, ...]:
               help="Train a small model on the subjects that have labels (seg_sa) first; "
                    "it is written to <outdir>/train/model.")
 @click.option("--stages", callback=_stages, metavar="NAME[,NAME...]",
-              help="Run only these stages: preprocess, train, segment, uncertainty.")
+              help="Run only these stages: preprocess, train, segment, uncertainty, cluster.")
+@click.option("--cluster-model", type=click.Path(path_type=Path),
+              help="Model folder written by 'cluster-unsupervised train' for the cluster "
+                   "stage [default: a small one trained on the cohort in the stage].")
 @click.option("--resume", is_flag=True,
               help="Skip tasks whose inputs (checksums) and parameters are unchanged.")
 @jobs_option
 @device_option
 @seed_option
 @verbosity_options
-def pipeline(input_, outdir, model, train, stages, resume, jobs, device, seed) -> None:
-    """Run the pipeline (preprocess, segment, score uncertainty) over a samplesheet.
+def pipeline(input_, outdir, model, train, stages, cluster_model, resume, jobs, device,
+             seed) -> None:
+    """Run the pipeline (preprocess, segment, score uncertainty, cluster) over a samplesheet.
 
     The samplesheet and the model are checked before any work. Per-subject stages run
     in --jobs parallel processes, cohort stages after them. A subject with bad data is
@@ -64,7 +68,8 @@ def pipeline(input_, outdir, model, train, stages, resume, jobs, device, seed) -
 
     if model is not None and train:
         raise click.UsageError("give --model or --train, not both")
-    opts = Options(input_, outdir, model, train, stages, jobs, resume, device, seed)
+    opts = Options(input_, outdir, model, train, stages, jobs, resume, device, seed,
+                   cluster_model=cluster_model)
     if model is None and not train and "segment" in [s.name for s in selected_stages(opts)]:
         raise click.UsageError("the segment stage needs --model DIR or --train")
     with tqdm(total=0, desc="pipeline", unit="task", file=sys.stderr,

@@ -31,6 +31,7 @@ class Context:
     label_role: str | None       # the model's ground-truth role
     device: str = "auto"
     seed: int = 0
+    cluster_model: Path | None = None  # the cluster stage's model; None: trained in the stage
 
 
 @dataclass
@@ -188,5 +189,35 @@ def cohort_task(ctx: Context, stage: Stage, subjects: list[str]) -> Task | str:
         subjects = [s for s in subjects if has(rows[s], ctx.label_role)]
     if not subjects:
         return f"no subject has {ctx.label_role}" if stage.needs else "no subjects"
-    make = {"train": train_task, "uncertainty": uncertainty_task}[stage.name]
+    make = {"train": train_task, "uncertainty": uncertainty_task,
+            "cluster": cluster_task}[stage.name]
     return make(ctx, subjects)
+
+
+def cluster_task(ctx: Context, subjects: list[str]) -> Task | str:
+    """The column check: every subject's preprocessed images, one column per image role
+    (label maps are not read); the model is --cluster-model or trained in the task."""
+    stage, prep = get_stage("cluster"), get_stage("preprocess")
+    rows = {r["subject"]: r for r in ctx.sheet.to_dict("records")}
+    table, files = [], []
+    for subject in subjects:
+        row = {"subject": subject}
+        for role in image_columns(rows[subject]):
+            if not is_label_role(role):
+                row[role] = str(_file(ctx, prep, "image", subject, role))
+                files.append(Path(row[role]))
+        table.append(row)
+    columns = list(dict.fromkeys(c for r in table for c in r if c != "subject"))
+    if len(columns) < 2:
+        return "fewer than two image columns to compare"
+    sheet = pd.DataFrame(table, columns=["subject", *columns])
+    folder = stage_dir(ctx, stage.name)
+    command = [*stage.command, "--samplesheet", str(folder / "samplesheet.csv"),
+               "--out", str(folder), *shlex.split(stage.args["image"]),
+               "--device", "cpu", "--seed", str(ctx.seed)]  # a small model: CPU stage
+    if ctx.cluster_model is not None:
+        command += ["--model", str(ctx.cluster_model)]
+        files += [ctx.cluster_model / "model.safetensors", ctx.cluster_model / "model.json"]
+    outputs = [folder / f for f in stage.outputs.values()]
+    return Task(stage.name, None, [command], sorted(files), outputs, sheet,
+                folder / "samplesheet.csv")

@@ -44,6 +44,7 @@ class Options:
     device: str = "auto"
     seed: int = 0
     report: bool = True
+    cluster_model: Path | None = None  # the cluster stage's model (None: trained in the stage)
 
 
 @dataclass
@@ -76,7 +77,8 @@ def absolute_paths(opts: Options) -> Options:
     """``opts`` with every path absolute: they are written into task command lines, task
     records, derived samplesheets and ``params.json``, all read from other folders."""
     return replace(opts, input=absolute(opts.input), outdir=absolute(opts.outdir),
-                   model=opts.model and absolute(opts.model))
+                   model=opts.model and absolute(opts.model),
+                   cluster_model=opts.cluster_model and absolute(opts.cluster_model))
 
 
 def selected_stages(opts: Options) -> list[Stage]:
@@ -117,8 +119,13 @@ def prepare(opts: Options) -> plan.Context:
     if "train" in names and not (label_role in sheet and sheet[label_role].notna().any()):
         raise InvalidDataError(f"--train needs labels: no subject has a '{label_role}' file",
                                opts.input)
+    if opts.cluster_model is not None and "cluster" in names:
+        from medflow.cluster.card import read_card as check_cluster_model
+
+        check_cluster_model(opts.cluster_model)
     return plan.Context(sheet, absolute(opts.outdir), model and absolute(model),
-                        image_roles, label_role, opts.device, opts.seed)
+                        image_roles, label_role, opts.device, opts.seed,
+                        opts.cluster_model and absolute(opts.cluster_model))
 
 
 def run(opts: Options, progress: Callable[[int], None] | None = None,
