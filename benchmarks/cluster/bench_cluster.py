@@ -76,7 +76,7 @@ def view(truth: str) -> str:
     return f"cardiac/{column}" if group in ("ssfp", "gre") else truth
 
 
-def accuracy(work: Path, seed: int, steps: int, refine: int) -> dict:
+def accuracy(work: Path, seed: int, steps: int, refine: int, modes: list[str]) -> dict:
     import pandas as pd
 
     from medflow.cluster.clustering import scores_from_counts
@@ -91,8 +91,13 @@ def accuracy(work: Path, seed: int, steps: int, refine: int) -> dict:
     common = ["--samplesheet", str(sheet), "--seed", str(seed), "--steps", str(steps),
               "--refine-steps", str(refine)]
     for name, extra in (("k_true", ["--k", str(len(truth))]), ("k_chosen", [])):
+        if name not in modes:
+            continue
         model = work / f"model_{name}"
-        t = run("cluster-unsupervised", "train", *common, "--out", str(model), *extra)
+        # --truth-column only keeps the group column from being read as images: training
+        # never sees it (it is scored by assign)
+        t = run("cluster-unsupervised", "train", *common, "--truth-column", "group",
+                "--out", str(model), *extra)
         res = work / f"assign_{name}"
         a = run("cluster-unsupervised", "assign", "--model", str(model), "--samplesheet",
                 str(sheet), "--truth-column", "group", "--out", str(res))
@@ -159,7 +164,7 @@ def column_check(work: Path, seed: int) -> dict:
     return out
 
 
-def scale(work: Path, n_slices: int, seed: int, device: str) -> dict:
+def scale(model_dir: Path, n_slices: int, seed: int, device: str) -> dict:
     """assign's embedding stream on generated slices: slices/s and peak RSS, measured at
     10 %, 50 % and 100 % of the stream (flat memory = streamed)."""
     code = f"""
@@ -168,7 +173,7 @@ import numpy as np, torch
 from medflow.cluster.assign import Assigner
 from medflow.cluster.data import SeriesInfo
 from medflow.cluster.modelio import load_model
-model, extra, card = load_model({str(work / 'model_k_chosen')!r}, {device!r})
+model, extra, card = load_model({str(model_dir)!r}, {device!r})
 rng = np.random.default_rng({seed})
 pool = rng.random((64, 8, 64, 64), dtype=np.float32)   # reused: the stream is generated
 def items(n_series):
@@ -204,16 +209,22 @@ def main() -> None:
     ap.add_argument("--refine-steps", type=int, default=150)
     ap.add_argument("--slices", type=int, default=100_000)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--k-modes", default="k_true,k_chosen",
+                    help="accuracy runs: k_true (k = the number of categories), k_chosen "
+                         "(silhouette); one per process to run them in parallel")
     a = ap.parse_args()
     a.workdir.mkdir(parents=True, exist_ok=True)
     if a.only in (None, "accuracy"):
-        print(json.dumps({"accuracy": accuracy(a.workdir, a.seed, a.steps, a.refine_steps)}))
+        print(json.dumps({"accuracy": accuracy(a.workdir, a.seed, a.steps, a.refine_steps,
+                                                   a.k_modes.split(","))}))
     if a.only in (None, "columns"):
         print(json.dumps({"columns": column_check(a.workdir, a.seed)}))
     if a.only in (None, "scale"):
-        if not (a.workdir / "model_k_chosen").exists():
+        model = next((a.workdir / f"model_{m}" for m in ("k_chosen", "k_true")
+                      if (a.workdir / f"model_{m}").exists()), None)
+        if model is None:
             sys.exit("run --only accuracy first (the scale test embeds with its model)")
-        print(json.dumps({"scale": scale(a.workdir, a.slices, a.seed, a.device)}))
+        print(json.dumps({"scale": scale(model, a.slices, a.seed, a.device)}))
 
 
 if __name__ == "__main__":
