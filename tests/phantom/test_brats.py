@@ -9,6 +9,7 @@ import pytest
 from scipy import ndimage
 
 from medflow.io import read_image
+from medflow.phantom.cli import demo_cohort
 from medflow.phantom.brats import (DEFAULT_SHAPE, brats_affine, brats_spacing, render_brats,
                                    sample_brats_parameters, write_brats_subject)
 
@@ -114,3 +115,22 @@ def test_predictions_have_known_errors_and_informative_uncertainty(subject):
         assert unc.dtype == np.uint8 and unc.max() <= 100
         assert unc[wrong].min() >= 75 and np.median(unc[~wrong]) < 15
         assert np.array_equal(prob[..., i] > 0.5, p)  # probabilities agree with the prediction
+
+
+def test_demo_cohort_never_writes_over_files_it_did_not_write(tmp_path):
+    from click.testing import CliRunner
+
+    args = ["--kind", "brats", "--subjects", "1", "--shape", "24,24,16", "--out", str(tmp_path)]
+    (tmp_path / "samplesheet.csv").write_text("subject,t1\nP001,/data/P001/t1.nii.gz\n")
+    res = CliRunner().invoke(demo_cohort, args)
+    assert res.exit_code == 2 and "demo-cohort did not write" in res.output, res.output
+    (tmp_path / "samplesheet.csv").unlink()
+    (tmp_path / "sub-000").mkdir()
+    (tmp_path / "sub-000" / "t1.nii.gz").write_bytes(b"a real scan")
+    res = CliRunner().invoke(demo_cohort, args)
+    assert res.exit_code == 2 and "sub-000" in res.output, res.output
+    assert (tmp_path / "sub-000" / "t1.nii.gz").read_bytes() == b"a real scan"
+    (tmp_path / "sub-000" / "t1.nii.gz").unlink()
+    for _ in range(2):  # an empty folder, then an earlier demo cohort: both fine
+        res = CliRunner().invoke(demo_cohort, args)
+        assert res.exit_code == 0, res.output

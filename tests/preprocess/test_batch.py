@@ -163,3 +163,12 @@ def test_batch_never_overwrites_inputs(runner, tmp_path, oblique):
                                                "data/sub-00/sub-00_t1_preproc.nii.gz"))
     result = _batch(runner, sheet, tmp_path / "data")
     assert result.exit_code == 2 and "overwrite" in result.output
+
+
+@pytest.mark.parametrize("subject", ["..", "."])
+def test_batch_refuses_subject_ids_that_leave_the_folder(runner, tmp_path, oblique, subject):
+    sheet = _cohort(tmp_path, oblique, n=1)
+    sheet.write_text(sheet.read_text().replace("sub-00,", f"{subject},", 1))
+    result = _batch(runner, sheet, tmp_path / "out" / "results")
+    assert result.exit_code == 65 and "row 2, column 'subject'" in result.output, result.output
+    assert not list(tmp_path.rglob("*_preproc.nii.gz"))

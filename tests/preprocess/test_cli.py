@@ -146,3 +146,21 @@ def test_mode_errors(runner, args):
 def test_output_must_be_nifti(runner, tmp_path, image_file):
     result = _run(runner, "--input", image_file, "--output", tmp_path / "a.mha")
     assert result.exit_code == 2 and ".nii" in result.output
+
+
+def test_disk_full_exits_73_and_leaves_nothing(runner, tmp_path, image_file, monkeypatch):
+    import errno
+
+    import nibabel as nib
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(nib, "save", full)
+    out = tmp_path / "out" / "o.nii.gz"
+    result = _run(runner, "--input", image_file, "--output", out)
+    assert result.exit_code == 73, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "no space left on device" in lines[0]
+    assert str(out.parent) in lines[0]
+    assert list(out.parent.iterdir()) == []

@@ -201,3 +201,48 @@ def test_region_model_writes_one_uncertainty_map_per_region(runner, tmp_path):
         unc = np.asarray(nib.load(tmp_path / f"unc_{region}.nii.gz").dataobj)
         assert unc.shape == (12, 10, 6) and unc.max() <= 100
     assert set(np.unique(np.asarray(nib.load(tmp_path / "seg.nii.gz").dataobj))) <= {0, 1, 2, 4}
+
+
+def test_predict_never_writes_over_an_input(runner, cohort, tiny_model, tmp_path):
+    image = tmp_path / "sa.nii.gz"
+    shutil.copy(cohort.parent / "s0/sa.nii.gz", image)
+    before = image.read_bytes()
+    for args in (["--output", str(image)],
+                 ["--output", str(tmp_path / "seg.nii.gz"), "--uncertainty", str(image)],
+                 ["--output", str(tmp_path / "seg.nii.gz"), "--probabilities", str(image)],
+                 ["--output", str(tiny_model / "model.json")]):
+        res = predict(runner, tiny_model, "--input", str(image), *args)
+        assert res.exit_code == 2 and "would overwrite the input" in res.output, res.output
+        assert image.read_bytes() == before
+    assert not (tmp_path / "seg.nii.gz").exists()
+    # batch mode: an image stored where a subject's output would go
+    sheet = tmp_path / "sheet.csv"
+    target = tmp_path / "res" / "s0" / "s0_sa_seg.nii.gz"
+    target.parent.mkdir(parents=True)
+    shutil.copy(image, target)
+    sheet.write_text(f"subject,sa\ns0,{target}\n")
+    res = predict(runner, tiny_model, "--samplesheet", str(sheet), "--outdir",
+                  str(tmp_path / "res"))
+    assert res.exit_code == 2 and "would overwrite the input" in res.output, res.output
+    assert target.read_bytes() == before
+
+
+def test_train_never_writes_over_an_input(runner, cohort, tmp_path):
+    shutil.copytree(cohort.parent, tmp_path / "c")
+    sheet = tmp_path / "c" / "samplesheet.csv"
+    sheet.write_text(sheet.read_text().replace("s0/sa.nii.gz", "model.json", 1))
+    shutil.copy(tmp_path / "c" / "s0" / "sa.nii.gz", tmp_path / "c" / "model.json")
+    res = runner.invoke(cli, ["segment-cascaded", "train", "--samplesheet", str(sheet),
+                              "--out", str(tmp_path / "c"), *TINY])
+    assert res.exit_code == 2 and "would overwrite the input" in res.output, res.output
+
+
+@pytest.mark.parametrize("subject", ["..", "."])
+def test_batch_refuses_subject_ids_that_leave_the_folder(runner, cohort, tiny_model, tmp_path,
+                                                         subject):
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text(f"subject,sa\n{subject},{cohort.parent / 's0/sa.nii.gz'}\n")
+    res = predict(runner, tiny_model, "--samplesheet", str(sheet), "--outdir",
+                  str(tmp_path / "res" / "deep"))
+    assert res.exit_code == 65 and "row 2, column 'subject'" in res.output, res.output
+    assert not list(tmp_path.rglob("*_seg.nii.gz"))

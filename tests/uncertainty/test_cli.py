@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -235,3 +236,24 @@ def test_cine_frames_are_pooled_and_cine_misuse_is_refused(runner, cohort, tmp_p
         lines = [ln for ln in result.output.splitlines() if ln.strip()]
         assert len(lines) == 1 and all(w in lines[0] for w in words), (name, result.output)
         assert not out.exists()
+
+
+def test_outputs_never_overwrite_inputs(runner, cohort, tmp_path):
+    sub = tmp_path / "sub"
+    shutil.copytree(cohort / "sub-000", sub)
+    before = {p.name: p.read_bytes() for p in sub.iterdir()}
+    for extra in (["--out", str(sub / "seg.nii.gz")],
+                  ["--out", str(tmp_path / "s.parquet"), "--plot", str(sub / "unc_wt.nii.gz")]):
+        result = run(runner, case_args(sub) + extra)
+        assert result.exit_code == 2 and "would overwrite the input" in result.output, extra
+        assert {p.name: p.read_bytes() for p in sub.iterdir()} == before
+    assert not (tmp_path / "s.parquet").exists()
+    # cohort mode: an input stored under the name of the cohort table
+    folder = tmp_path / "cohort"
+    shutil.copytree(cohort, folder)
+    table = folder / "score-uncertainty.parquet"
+    shutil.copy(folder / "sub-000" / "seg.nii.gz", table)
+    sheet = folder / "samplesheet.csv"
+    sheet.write_text(sheet.read_text().replace("sub-000/seg.nii.gz", "score-uncertainty.parquet"))
+    result = run(runner, ["--samplesheet", str(sheet), "--outdir", str(folder)])
+    assert result.exit_code == 2 and "would overwrite the input" in result.output

@@ -6,16 +6,19 @@ Every failure leaves through the exit-code contract in medflow.errors.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
+import os
+import signal
 import sys
 import traceback
 
 import click
 
 from medflow import __version__
-from medflow.errors import (EXIT_BUG, InternalError, MedflowError, NotBuiltError,
-                            TransientError)
+from medflow.errors import (EXIT_BUG, InternalError, Interrupted, MedflowError,
+                            NotBuiltError, TransientError)
 from medflow.options import is_debug, verbosity_options
 
 # name -> (import path of the click command, or None while not built; one-line help)
@@ -54,6 +57,10 @@ def _translate(exc: BaseException) -> MedflowError:
     if isinstance(exc, MemoryError) or "OutOfMemoryError" in name or (
             isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()):
         return TransientError(f"out of memory ({exc}); retry with more memory or smaller patches")
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        from medflow.io.outputs import output_error  # a write outside atomic_outputs
+
+        return output_error(exc, exc.filename)
     return InternalError(f"unexpected {name}: {exc} (rerun with --debug for the traceback)")
 
 
@@ -103,11 +110,27 @@ def cli() -> None:
     logging.getLogger("medflow").debug("medflow %s", __version__)
 
 
+def _interrupt(signum: int, frame) -> None:
+    raise Interrupted(signum)
+
+
 def main() -> None:
+    """The console script. SIGINT and SIGTERM unwind the command (its atomic outputs
+    discard their temporaries), then the process dies by that same signal, as a killed
+    program does (128 + n to a shell and to Nextflow, which retries it as a signal); it
+    never exits 130-145 by choice. ``medflow pipeline`` handles them itself (exit 130)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     try:
         cli.main(prog_name="medflow")
     except SystemExit:
         raise
+    except Interrupted as exc:
+        click.echo(f"medflow: interrupted by {exc.name}; no partial output was left",
+                   err=True)
+        signal.signal(exc.signum, signal.SIG_DFL)
+        os.kill(os.getpid(), exc.signum)
+        sys.exit(128 + exc.signum)  # not reached: the signal ends the process
     except BaseException:  # pragma: no cover - last resort, never a bare traceback
         sys.exit(EXIT_BUG)
 

@@ -1,14 +1,18 @@
 """Error types and the exit-code contract shared by every medflow command.
 
-Exit codes (DESIGN.md): 0 done; 2 wrong usage (Click's own); 65 input data invalid;
-66 an input is missing; 75 transient (e.g. out of memory: the pipeline retries);
-1 an unexpected bug. Codes 104 and 130-145 are never used: Nextflow reads them as
-resource failures.
+Exit codes (DESIGN.md): 0 done; 2 wrong usage (Click's own, and an output that would be
+written over an input); 65 input data invalid; 66 an input is missing; 73 an output cannot
+be written (no space left, permission denied, read-only, a file in the way); 75 transient
+(e.g. out of memory: the pipeline retries; a results folder in use by another run);
+1 an unexpected bug. Tools never exit 104 or 130-145: Nextflow reads them as resource
+failures. Only ``medflow pipeline`` (never run by Nextflow) exits 130, when interrupted
+(SIGINT or SIGTERM); an interrupted tool removes its temporaries and dies by the signal.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
@@ -18,7 +22,9 @@ EXIT_BUG = 1
 EXIT_USAGE = 2
 EXIT_DATA = 65
 EXIT_MISSING = 66
+EXIT_CANT_WRITE = 73      # sysexits EX_CANTCREAT
 EXIT_TRANSIENT = 75
+EXIT_INTERRUPTED = 130    # medflow pipeline only (128 + SIGINT, the shell's convention)
 
 
 def _one_line(text: str) -> str:
@@ -59,6 +65,32 @@ class TransientError(MedflowError):
     exit_code = EXIT_TRANSIENT
 
 
+class OverwriteError(MedflowError):
+    """An output would be written over one of the command's inputs (a usage error, like
+    rasterio's ``FileOverwriteError``): nothing is written."""
+
+    exit_code = EXIT_USAGE
+
+
+class OutputError(MedflowError):
+    """An output cannot be written: no space left (or quota exceeded), permission denied,
+    a read-only file system, or a file where a folder should be.
+
+    Note:
+        73 (sysexits ``EX_CANTCREAT``), not 75: retrying the same command in the same place
+        does not help (a full disk stays full, and a retry refills it); the user frees
+        space, fixes permissions or picks another output folder.
+    """
+
+    exit_code = EXIT_CANT_WRITE
+
+
+class BusyError(MedflowError):
+    """The results folder is held by another run (its lock); try again when it finished."""
+
+    exit_code = EXIT_TRANSIENT
+
+
 class InternalError(MedflowError):
     """An unexpected bug; the traceback is shown with --debug."""
 
@@ -69,3 +101,14 @@ class NotBuiltError(MedflowError):
     """A tool that is planned but not implemented yet says so rather than pretending."""
 
     exit_code = EXIT_BUG
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: raised by the handlers ``medflow``'s entry point installs,
+    so ``with`` blocks unwind (atomic outputs discard their temporaries). A BaseException,
+    like KeyboardInterrupt, so that no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = int(signum)
+        self.name = signal.Signals(signum).name
+        super().__init__(self.name)

@@ -94,6 +94,11 @@ def load_samplesheet(path: str | os.PathLike, kind: str | None = None,
     needed = set(schema.get("required", [])) | set(required_roles)
     for col in sorted(needed - set(df.columns)):
         problems.append(f"missing column '{col}'")
+    names = jsonschema.Draft202012Validator(schema.get("propertyNames", {}))
+    for col in df.columns:  # a role becomes part of output file names
+        if not names.is_valid(col):
+            problems.append(f"column '{col}': not a valid role name (letters, digits, _ . - "
+                            "only, not starting with '.' or '-')")
     if len(df) == 0:
         problems.append("no subjects (the samplesheet has no rows)")
     dupes = df["subject"][df["subject"].duplicated()].unique() if "subject" in df else []
@@ -105,12 +110,15 @@ def load_samplesheet(path: str | os.PathLike, kind: str | None = None,
         record = {k: v.strip() for k, v in row.items() if isinstance(v, str) and v.strip()}
         for err in validator.iter_errors(record):
             where = err.path[0] if err.path else None
+            if where is None and err.validator != "required":
+                continue  # a column name: reported once above
             if err.validator == "required":
                 col = err.message.split("'")[1]
                 problems.append(f"row {rowno}, column '{col}': empty")
             elif where == "subject":
                 problems.append(f"row {rowno}, column 'subject': bad subject ID "
-                                f"{record.get('subject')!r} (letters, digits, _ . - only)")
+                                f"{record.get('subject')!r} (one folder name: letters, "
+                                "digits, _ . - only, not '.' or '..')")
             else:
                 problems.append(f"row {rowno}, column '{where}': {err.message}")
         for role in required_roles:
@@ -131,4 +139,5 @@ def load_samplesheet(path: str | os.PathLike, kind: str | None = None,
         cls = InvalidDataError if problems else MissingInputError
         raise cls(msg, path)
     df.attrs["kind"] = kind
+    df.attrs["path"] = str(path)
     return df

@@ -12,6 +12,7 @@ import click
 import numpy as np
 
 from medflow.io.atomic import atomic_path
+from medflow.io.outputs import output_folder
 from medflow.phantom.appearance import CONTRASTS
 from medflow.options import jobs_option, parse_triplet, show_progress, verbosity_options
 
@@ -28,6 +29,29 @@ DEFAULT_SUBJECTS = {"cardiac": 20, "brats": 10, "microct": 1}
 def subject_seed(seed: int, index: int) -> int:
     """An independent, reproducible seed per subject (adding subjects never changes others)."""
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def check_out_folder(out: Path, names: list[str]) -> None:
+    """Refuse to write a cohort over files demo-cohort did not write (exit 2): ``out`` must
+    be new, empty, or an earlier demo cohort (each subject folder has its truth.json)."""
+    from medflow.errors import OverwriteError
+
+    if not out.is_dir():
+        return
+    theirs = [p for p in [out / "samplesheet.csv", *(out / n for n in names)]
+              if p.exists() and not (p.is_dir() and not any(p.iterdir()))
+              and not _demo_made(out, p)]
+    if theirs:
+        raise OverwriteError(f"holds files demo-cohort did not write ({theirs[0].name}); "
+                             "choose a new or empty folder", out)
+
+
+def _demo_made(out: Path, path: Path) -> bool:
+    if path.name == "samplesheet.csv":  # ours if every subject it names is ours
+        subjects = [line.split(",")[0] for line in path.read_text().splitlines()[1:] if line]
+        return bool(subjects) and all((out / s / "truth.json").is_file() for s in subjects
+                                      if s and "/" not in s and s not in (".", ".."))
+    return (path / "truth.json").is_file()
 
 
 def _write_one(kind: str, out: Path, subject: str, seed: int, options: dict) -> dict:
@@ -88,8 +112,9 @@ def demo_cohort(out: Path, kind: str, subjects: int | None, seed: int, frames: i
         if kind != "brats":
             raise click.BadParameter("only for --kind brats", param_hint="--with-predictions")
         options["with_predictions"] = True
-    out.mkdir(parents=True, exist_ok=True)
     names = [f"sub-{i:03d}" for i in range(n)]
+    check_out_folder(out, names)
+    output_folder(out)
     seeds = [subject_seed(seed, i) for i in range(n)]
     args = [(kind, out, s, sd, options) for s, sd in zip(names, seeds)]
     if jobs > 1 and n > 1:

@@ -55,6 +55,10 @@ def pipeline(input_, outdir, model, train, stages, cluster_model, resume, jobs, 
     many failed. Writes results/<stage>/..., results/cohort.parquet,
     results/pipeline_info/ (versions, parameters, trace) and results/report/index.html.
 
+    One run at a time per results folder (another exits 75 naming the holder); no output
+    may be an input (exit 2, before any work); Ctrl-C or SIGTERM stops the running tasks,
+    removes their partial outputs and exits 130 (--resume continues).
+
     \b
     Example:
       medflow demo-cohort --kind cardiac --subjects 8 --out demo/cohort
@@ -63,8 +67,9 @@ def pipeline(input_, outdir, model, train, stages, cluster_model, resume, jobs, 
     """
     from tqdm import tqdm
 
-    from medflow.errors import MedflowError
-    from medflow.pipeline.runner import Options, run, selected_stages, summary_line
+    from medflow.errors import EXIT_INTERRUPTED, Interrupted, MedflowError
+    from medflow.pipeline.runinfo import summary_line
+    from medflow.pipeline.runner import Options, run, selected_stages
 
     if model is not None and train:
         raise click.UsageError("give --model or --train, not both")
@@ -78,7 +83,22 @@ def pipeline(input_, outdir, model, train, stages, cluster_model, resume, jobs, 
             bar.total = n
             bar.refresh()
 
-        result = run(opts, progress=bar.update, on_total=on_total)
+        try:
+            result = run(opts, progress=bar.update, on_total=on_total)
+        except Interrupted as exc:  # before the run started its tasks: nothing written
+            err = MedflowError(f"interrupted by {exc.name} before any task started")
+            err.exit_code = EXIT_INTERRUPTED
+            raise err from None
+    if result.interrupted:
+        stopped = sum(o.status == "cancelled" and o.seconds > 0 for o in result.outcomes)
+        queued = sum((o.status == "cancelled" and o.seconds == 0)
+                     or (o.status == "skipped" and o.error.startswith("interrupted"))
+                     for o in result.outcomes)
+        err = MedflowError(f"interrupted by {result.stopped_by}: {stopped} running task(s) "
+                           f"stopped and their partial outputs removed, {queued} not run; "
+                           "rerun with --resume to continue", outdir)
+        err.exit_code = EXIT_INTERRUPTED
+        raise err
     for outcome in result.failed_tasks:
         click.echo(f"medflow: error: {outcome.task}: exit {outcome.exit_code}: "
                    f"{outcome.error}", err=True)

@@ -1,9 +1,14 @@
 """Running one task: its `medflow` command lines in child processes, with time, peak memory
 and a record that lets ``--resume`` skip it next time.
 
-Each command runs as ``python -m medflow ...`` in its own process: the same command line
-a Nextflow task runs, a crash cannot take the runner down, and its peak memory is that
-process's own (``VmHWM``).
+Each command runs as ``python -m medflow ...`` in its own process (:mod:`.children`): the
+same command line a Nextflow task runs, a crash cannot take the runner down, and its peak
+memory is that process's own (``VmHWM``).
+
+What a task may delete (docs/data-safety.md): only files this attempt created or replaced,
+files an earlier run of the same task recorded (by checksum) as its outputs, and the atomic
+writer's leftover temporaries in the task's own folders. Never anything else, so an input
+that sits where an output would go is never removed.
 """
 
 from __future__ import annotations
@@ -11,20 +16,18 @@ from __future__ import annotations
 import functools
 import json
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from medflow.errors import EXIT_DATA, EXIT_MISSING, EXIT_TRANSIENT
-from medflow.io.atomic import atomic_path
+from medflow.errors import EXIT_BUG, EXIT_DATA, EXIT_MISSING, EXIT_TRANSIENT
+from medflow.io.atomic import atomic_path, remove_stale_temporaries
 from medflow.io.sidecar import sha256, write_json
 from medflow.io.tables import write_table
+from medflow.pipeline.children import Control, run_command
 from medflow.pipeline.plan import Task
 
 RETRIES = 1  # a transient failure (exit 75, e.g. out of memory) is tried once more
-POLL_S = 0.05  # how often a running task's memory high-water mark is read
 
 
 @dataclass
@@ -34,7 +37,7 @@ class Outcome:
     task: str
     stage: str
     subject: str | None
-    status: str               # done, cached, failed, skipped
+    status: str               # done, cached, failed, skipped, cancelled
     exit_code: int | None = None
     seconds: float = 0.0
     peak_rss_mb: float | None = None
@@ -76,47 +79,50 @@ def _sha256_of_version(path: str, stamp: tuple) -> str:
     return sha256(path)
 
 
-def is_current(info: Path, task: Task, print_: dict) -> bool:
-    """True when an earlier run did this exact task and its outputs are still there."""
-    path = record_path(info, task)
+def read_record(info: Path, task: Task) -> dict:
+    """The task's record from an earlier run ({} when there is none or it is unreadable)."""
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(record_path(info, task).read_text())
     except (OSError, ValueError):
-        return False
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def recorded_outputs(record: dict) -> dict[str, str]:
+    """Output path -> sha256 as recorded (records written before checksums: {})."""
+    outputs = record.get("outputs")
+    return outputs if isinstance(outputs, dict) else {}
+
+
+def is_current(record: dict, task: Task, print_: dict) -> bool:
+    """True when an earlier run did this exact task and its outputs are still the files it
+    wrote (by checksum: a file replaced since, e.g. by a stray process, is not trusted;
+    hashed afresh, never from the per-version cache, which trusts size and time)."""
+    outputs = recorded_outputs(record)
     return (record.get("fingerprint") == print_
-            and all(p.exists() for p in task.outputs))
+            and set(outputs) == {str(p) for p in task.outputs}
+            and all(p.is_file() and sha256(p) == outputs[str(p)] for p in task.outputs))
 
 
-def _run_command(argv: list[str], log, env: dict) -> tuple[int, float]:
-    """Run ``python -m medflow argv``; (exit code, peak RSS in MB of that process)."""
-    log.write(f"$ medflow {' '.join(argv)}\n")
-    log.flush()
-    proc = subprocess.Popen([sys.executable, "-m", "medflow", *argv], stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-    # The child's own high-water mark, read while it runs: the rusage the kernel reports
-    # at exit also counts the runner's memory, which the child shared before its exec.
-    peak_kb = 0
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        peak_kb = max(peak_kb, _high_water_kb(proc.pid))
-        time.sleep(POLL_S)
-    proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen does not wait again
-    if not peak_kb:  # gone before the first look (or no /proc): the kernel's upper bound
-        peak_kb = usage.ru_maxrss  # KiB on Linux
-    return proc.returncode, peak_kb / 1024
+def task_folders(task: Task) -> set[Path]:
+    """The folders a task writes in (its outputs' and its samplesheet's folders): nothing
+    else writes there while the run holds the results folder."""
+    return {p.parent for p in [*task.outputs, *([task.sheet_path] if task.sheet_path else [])]}
 
 
-def _high_water_kb(pid: int) -> int:
+def remove_temporaries(task: Task) -> None:
+    """Remove what a killed writer left in the task's folders (atomic-writer temporaries
+    only, never an input)."""
+    for folder in task_folders(task):
+        remove_stale_temporaries(folder, keep=task.inputs)
+
+
+def _stamp(path: Path) -> tuple | None:
     try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _last_error(log: Path) -> str:
@@ -135,13 +141,24 @@ def child_env(threads: int) -> dict:
     return env
 
 
-def run_task(info: Path, task: Task, threads: int, resume: bool) -> Outcome:
-    """Run (or, with ``resume``, skip) one task; never raises for a failing command."""
+def run_task(info: Path, task: Task, threads: int, resume: bool,
+             control: Control | None = None) -> Outcome:
+    """Run (or, with ``resume``, skip) one task; never raises for a failing command.
+
+    A task whose run is cancelled before it starts does nothing; one stopped while it runs
+    leaves none of its outputs (status ``cancelled``).
+    """
+    control = control or Control()
+    if control.cancelled.is_set():
+        return Outcome(task.name, task.stage, task.subject, "cancelled", error=control.reason)
+    remove_temporaries(task)
     print_ = fingerprint(task)
-    if resume and is_current(info, task, print_):
+    previous = read_record(info, task)
+    if resume and is_current(previous, task, print_):
         return Outcome(task.name, task.stage, task.subject, "cached")
     record = record_path(info, task)
     record.unlink(missing_ok=True)  # until it succeeds again, nothing of it is trusted
+    before = {p: _stamp(p) for p in task.outputs}
     if task.sheet is not None:  # a cohort task reads the samplesheet the runner wrote
         with atomic_path(task.sheet_path) as tmp:
             task.sheet.to_csv(tmp, index=False)
@@ -151,34 +168,53 @@ def run_task(info: Path, task: Task, threads: int, resume: bool) -> Outcome:
     with open(log, "w") as fh:
         for argv in task.commands:
             for attempts in range(1, RETRIES + 2):
-                code, rss = _run_command(argv, fh, child_env(threads))
+                code, rss = run_command(argv, fh, child_env(threads), control)
                 peak = max(peak, rss)
                 if code != EXIT_TRANSIENT:
                     break
             if code != 0:
                 break
-    seconds = round(time.perf_counter() - t0, 3)
-    if code != 0:
-        remove_outputs(task)
-        return Outcome(task.name, task.stage, task.subject, "failed", code, seconds,
-                       round(peak, 1), attempts, _last_error(log))
+    seconds, peak = round(time.perf_counter() - t0, 3), round(peak, 1)
     missing = [str(p) for p in task.outputs if not p.exists()]
+    if code is None or code != 0 or missing:
+        _remove_partial(task, before, previous)
+    if code is None:
+        return Outcome(task.name, task.stage, task.subject, "cancelled", None, seconds, peak,
+                       attempts, f"stopped: {control.reason}")
+    if code != 0:
+        return Outcome(task.name, task.stage, task.subject, "failed", code, seconds, peak,
+                       attempts, _last_error(log))
     if missing:  # a command that exits 0 without its outputs is a bug, not a success
-        return Outcome(task.name, task.stage, task.subject, "failed", 1, seconds,
-                       round(peak, 1), attempts, f"outputs not written: {missing}")
+        return Outcome(task.name, task.stage, task.subject, "failed", EXIT_BUG, seconds, peak,
+                       attempts, f"outputs not written: {missing}")
     with atomic_path(record) as tmp:
         write_json({"task": task.name, "fingerprint": print_,
-                    "outputs": [str(p) for p in task.outputs], "seconds": seconds}, tmp)
-    return Outcome(task.name, task.stage, task.subject, "done", 0, seconds, round(peak, 1),
-                   attempts)
+                    "outputs": {str(p): sha256(p) for p in task.outputs},
+                    "seconds": seconds}, tmp)
+    return Outcome(task.name, task.stage, task.subject, "done", 0, seconds, peak, attempts)
 
 
-def remove_outputs(task: Task) -> None:
-    """Remove what an earlier run left for this task, so results never mix a stale output
-    with this run's failure. Only the task's own output files are touched."""
+def _remove_partial(task: Task, before: dict[Path, tuple | None], previous: dict) -> None:
+    """After a failed or stopped attempt: remove the outputs this attempt created or
+    replaced and those an earlier run of this task recorded, so results never mix an old
+    output with this failure; a file that was there before and is no output of ours (an
+    input stored under an output's name, say) stays."""
+    recorded = recorded_outputs(previous)
     for path in task.outputs:
-        if path.is_file():
+        if not path.is_file():
+            continue
+        ours = _stamp(path) != before.get(path) or (
+            str(path) in recorded and sha256(path) == recorded[str(path)])
+        if ours:
             path.unlink()
+    remove_temporaries(task)
+
+
+def remove_outputs(info: Path, task: Task) -> None:
+    """Remove what an earlier run recorded as this task's outputs (only files whose
+    checksum still matches the record), and its record."""
+    _remove_partial(task, {p: _stamp(p) for p in task.outputs}, read_record(info, task))
+    record_path(info, task).unlink(missing_ok=True)
 
 
 def write_trace(outcomes: list[Outcome], path: Path) -> None:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from medflow.errors import InvalidDataError
 from medflow.io.images import image_format
+from medflow.io.paths import inside
 from medflow.io.samplesheet import is_label_role
 from medflow.pipeline.stages import COHORT, Stage, get_stage
 
@@ -57,9 +58,10 @@ def stage_dir(ctx: Context, stage: str) -> Path:
 
 
 def _file(ctx: Context, stage: Stage, output: str, subject: str | None, role: str) -> Path:
+    # Subject IDs and roles come from the samplesheet: the path must stay in its folder.
     name = stage.outputs[output].format(subject=subject, role=role)
     folder = stage_dir(ctx, stage.name)
-    return folder / subject / name if subject else folder / name
+    return inside(folder, subject, name) if subject else folder / name
 
 
 def has(row: dict, role: str) -> bool:

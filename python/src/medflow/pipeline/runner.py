@@ -1,33 +1,33 @@
 """The embedded local runner: checks everything it can before any work, then runs the
 stages in order (per-subject tasks in parallel processes, cohort tasks after them),
 keeps going past a subject's data error, and writes tables, trace and report.
+
+It holds the results folder's lock for the whole run, never writes over an input, and on
+SIGINT/SIGTERM stops its tasks, removes their partial outputs and returns (exit 130):
+docs/data-safety.md.
 """
 
 from __future__ import annotations
 
 import os
-import platform
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
-from medflow import __version__
-from medflow.errors import EXIT_BUG, EXIT_DATA, EXIT_MISSING, InvalidDataError
-from medflow.io.atomic import atomic_path
+from medflow.errors import (EXIT_BUG, EXIT_CANT_WRITE, EXIT_DATA, EXIT_INTERRUPTED,
+                            EXIT_MISSING, InvalidDataError)
+from medflow.io.lock import folder_lock
+from medflow.io.outputs import output_folder
 from medflow.io.paths import absolute
 from medflow.io.samplesheet import load_samplesheet
-from medflow.io.sidecar import write_json
-from medflow.pipeline import execute, plan
+from medflow.pipeline import execute, guard, plan
 from medflow.pipeline.checks import check_model
+from medflow.pipeline.children import Control
+from medflow.pipeline.runinfo import write_run_info
 from medflow.pipeline.stages import (COHORT, STAGES, TRAIN_IMAGE_ROLE, TRAIN_LABEL_ROLE,
                                      Stage)
-
-PACKAGES = ("numpy", "nibabel", "SimpleITK", "torch", "safetensors", "pandas", "pyarrow",
-            "matplotlib", "click")
 
 
 @dataclass
@@ -52,6 +52,11 @@ class RunResult:
     outcomes: list[execute.Outcome] = field(default_factory=list)
     status: dict[str, str] = field(default_factory=dict)   # subject -> "ok" or why not
     seconds: float = 0.0
+    stopped_by: str = ""   # why the run was cancelled (SIGINT, SIGTERM, exit 73), if it was
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stopped_by.startswith("SIG")
 
     @property
     def failed_subjects(self) -> list[str]:
@@ -63,14 +68,21 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        """0; 65/66 when every failure was a data error (66 only if all were missing
-        inputs); 1 when anything else failed."""
+        """130 when interrupted; else 0; 65/66 when every failure was a data error (66
+        only if all were missing inputs); 73 when besides those an output could not be
+        written (disk full); 1 when anything else failed."""
+        if self.interrupted:
+            return EXIT_INTERRUPTED
         codes = {o.exit_code for o in self.failed_tasks}
         if not codes:
             return 0
         if codes <= {EXIT_MISSING}:
             return EXIT_MISSING
-        return EXIT_DATA if codes <= {EXIT_DATA, EXIT_MISSING} else EXIT_BUG
+        if codes <= {EXIT_DATA, EXIT_MISSING}:
+            return EXIT_DATA
+        if codes <= {EXIT_DATA, EXIT_MISSING, EXIT_CANT_WRITE}:
+            return EXIT_CANT_WRITE
+        return EXIT_BUG
 
 
 def absolute_paths(opts: Options) -> Options:
@@ -132,14 +144,31 @@ def run(opts: Options, progress: Callable[[int], None] | None = None,
         on_total: Callable[[int], None] | None = None) -> RunResult:
     """Run the pipeline; ``progress(n)`` is called as tasks finish.
 
+    Before any work: the samplesheet and model are validated, every planned output is
+    checked against every input (exit 2), the results folder is created (exit 73 if it
+    cannot be) and locked (exit 75 if another run holds it).
+
     Returns:
         :class:`RunResult` (outcomes per task, status per subject, exit code).
     """
     t0 = time.perf_counter()
     opts = absolute_paths(opts)
     ctx = prepare(opts)
-    info = opts.outdir / "pipeline_info"
     stages = selected_stages(opts)
+    guard.check_plan(ctx, opts.input, stages)
+    output_folder(opts.outdir)
+    with folder_lock(opts.outdir) as fd, guard.interrupts(Control(pass_fds=(fd,))) as control:
+        guard.remove_runner_temporaries(ctx, opts.input, stages)
+        result = _run_stages(opts, ctx, stages, control, progress, on_total)
+        result.seconds = round(time.perf_counter() - t0, 3)
+        result.stopped_by = control.reason
+        finish(opts, result, opts.outdir / "pipeline_info", report=not control.reason)
+    return result
+
+
+def _run_stages(opts: Options, ctx: plan.Context, stages: list[Stage], control: Control,
+                progress, on_total) -> RunResult:
+    info = opts.outdir / "pipeline_info"
     subjects = list(ctx.sheet["subject"])
     result = RunResult(status={s: "ok" for s in subjects})
     if on_total:
@@ -147,26 +176,32 @@ def run(opts: Options, progress: Callable[[int], None] | None = None,
     write_run_info(info, opts, stages)
     for i, stage in enumerate(stages):
         alive = [s for s in subjects if result.status[s] == "ok"]
+        if control.cancelled.is_set():
+            _stop_after(stages[i:], alive, result, progress, _why(control))
+            break
         if stage.scope != COHORT:
-            _subject_stage(ctx, stage, subjects, alive, opts, result, progress)
+            _subject_stage(ctx, stage, subjects, alive, opts, result, progress, control)
             continue
         task = plan.cohort_task(ctx, stage, alive)
         if isinstance(task, plan.Task):  # a cohort task gets every core
-            outcome = execute.run_task(info, task, os.cpu_count() or 1, opts.resume)
+            outcome = execute.run_task(info, task, os.cpu_count() or 1, opts.resume, control)
         else:
             outcome = execute.Outcome(stage.name, stage.name, None, "skipped", error=task)
         result.outcomes.append(outcome)
         progress and progress(1)
-        if outcome.status == "failed" and stages[i + 1:]:
-            _stop_after(stage, stages[i + 1:], alive, result, progress)
+        if outcome.status == "cancelled":
+            for subject in alive:
+                result.status[subject] = f"cancelled in {stage.name}: {_why(control)}"
+        if outcome.status in ("failed", "cancelled") and stages[i + 1:]:
+            why = (f"the {stage.name} stage failed" if outcome.status == "failed"
+                   else _why(control))
+            _stop_after(stages[i + 1:], alive, result, progress, why)
             break
-    result.seconds = round(time.perf_counter() - t0, 3)
-    finish(opts, result, info)
     return result
 
 
 def _subject_stage(ctx: plan.Context, stage: Stage, subjects: list[str], alive: list[str],
-                   opts: Options, result: RunResult, progress) -> None:
+                   opts: Options, result: RunResult, progress, control: Control) -> None:
     """One task per subject still in the run, ``opts.jobs`` at a time."""
     info = opts.outdir / "pipeline_info"
     for subject in subjects:
@@ -180,28 +215,45 @@ def _subject_stage(ctx: plan.Context, stage: Stage, subjects: list[str], alive: 
             progress and progress(1)
     threads = max(1, (os.cpu_count() or 1) // opts.jobs)
     with ThreadPoolExecutor(max_workers=opts.jobs) as pool:
-        futures = [pool.submit(execute.run_task, info, t, threads, opts.resume)
+        futures = [pool.submit(execute.run_task, info, t, threads, opts.resume, control)
                    for t in tasks.values() if isinstance(t, plan.Task)]
-        for future in as_completed(futures):
-            outcome = future.result()
-            result.outcomes.append(outcome)
-            if outcome.status == "failed":
-                result.status[outcome.subject] = (f"failed in {stage.name} (exit "
-                                                  f"{outcome.exit_code}): {outcome.error}")
-            progress and progress(1)
+        try:
+            for future in as_completed(futures):
+                _subject_outcome(future.result(), stage, result, control)
+                progress and progress(1)
+        except BaseException:  # stop the running tasks before the pool waits for them
+            control.cancel("an error in the runner")
+            raise
 
 
-def _stop_after(failed: Stage, later: list[Stage], alive: list[str], result: RunResult,
-                progress) -> None:
-    """A cohort stage failed: later stages may depend on it (segment on train), so they
-    do not run; every subject still in the run is marked as stopped."""
+def _why(control: Control) -> str:
+    reason = control.reason
+    return f"interrupted ({reason})" if reason.startswith("SIG") else reason
+
+
+def _subject_outcome(outcome: execute.Outcome, stage: Stage, result: RunResult,
+                     control: Control) -> None:
+    result.outcomes.append(outcome)
+    if outcome.status == "failed":
+        result.status[outcome.subject] = (f"failed in {stage.name} (exit "
+                                          f"{outcome.exit_code}): {outcome.error}")
+        if outcome.exit_code == EXIT_CANT_WRITE:  # disk full: every later task would fail
+            control.cancel(f"{outcome.task} could not write its outputs (exit 73)")
+    elif outcome.status == "cancelled":
+        result.status[outcome.subject] = f"cancelled in {stage.name}: {_why(control)}"
+
+
+def _stop_after(later: list[Stage], alive: list[str], result: RunResult, progress,
+                why: str) -> None:
+    """A cohort stage failed or the run was cancelled: later stages do not run (segment
+    depends on train); every subject still in the run is marked as stopped."""
     for subject in alive:
-        result.status[subject] = f"stopped: the {failed.name} stage failed"
+        result.status[subject] = f"stopped: {why}"
     for stage in later:
         for subject in ([None] if stage.scope == COHORT else alive):
             result.outcomes.append(execute.Outcome(
                 f"{stage.name}:{subject or 'cohort'}", stage.name, subject, "skipped",
-                error=f"the {failed.name} stage failed"))
+                error=why))
             progress and progress(1)
 
 
@@ -209,56 +261,22 @@ def _skip(info: Path, ctx: plan.Context, stage: Stage, subject: str, result: Run
           progress) -> None:
     task = plan.subject_tasks(ctx, stage, [subject]).get(subject)
     if isinstance(task, plan.Task):
-        execute.remove_outputs(task)
-        execute.record_path(info, task).unlink(missing_ok=True)
+        execute.remove_outputs(info, task)
     result.outcomes.append(execute.Outcome(f"{stage.name}:{subject}", stage.name, subject,
                                            "skipped", error="an earlier stage failed"))
     progress and progress(1)
 
 
-def finish(opts: Options, result: RunResult, info: Path) -> None:
-    """Trace, tables and report, also after failures (they show what failed)."""
+def finish(opts: Options, result: RunResult, info: Path, report: bool = True) -> None:
+    """Trace, tables and report, also after failures (they show what failed); no report
+    after an interrupt (``medflow report`` renders it later)."""
     from medflow.pipeline.tables import collect
 
     order = {s.name: i for i, s in enumerate(STAGES)}
     result.outcomes.sort(key=lambda o: (order[o.stage], o.subject or ""))
     execute.write_trace(result.outcomes, info / "trace.parquet")
     collect(opts.outdir, result.status)
-    if opts.report:
+    if opts.report and report:
         from medflow.report.render import render_report
 
         render_report(opts.outdir)
-
-
-def write_run_info(info: Path, opts: Options, stages: list[Stage]) -> None:
-    """``versions.json`` and ``params.json`` in ``pipeline_info/``."""
-    versions = {"medflow": __version__, "python": platform.python_version(),
-                "platform": platform.platform()}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()}
-    params["stages_run"] = [s.name for s in stages]
-    params["command_line"] = " ".join(["medflow", *sys.argv[1:]]) if sys.argv else ""
-    params["started_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    for name, data in (("versions.json", versions), ("params.json", params)):
-        with atomic_path(info / name) as tmp:
-            write_json(data, tmp)
-
-
-def summary_line(result: RunResult, outdir: Path) -> str:
-    """One line: subjects done and failed, tasks run and cached, time, where the table is."""
-    n = len(result.status)
-    failed = result.failed_subjects
-    counts = {k: sum(o.status == k for o in result.outcomes)
-              for k in ("done", "cached", "failed", "skipped")}
-    cohort_failed = [o.stage for o in result.failed_tasks if o.subject is None]
-    text = (f"{n - len(failed)} of {n} subjects done, {len(failed)} failed"
-            + (f" ({', '.join(failed[:5])}{' ...' if len(failed) > 5 else ''})" if failed else "")
-            + (f"; cohort stage(s) failed: {', '.join(cohort_failed)}" if cohort_failed else "")
-            + f"; tasks: {counts['done']} run, {counts['cached']} cached, {counts['failed']} "
-              f"failed, {counts['skipped']} skipped; {result.seconds:.0f} s; "
-              f"table {outdir / 'cohort.parquet'}")
-    return text

@@ -49,10 +49,6 @@ def _explicit(ctx: click.Context, name: str) -> bool:
     return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
-def _same(a: Path, b: Path | None) -> bool:
-    return b is not None and Path(a).resolve() == Path(b).resolve()
-
-
 def check_usage(ctx: click.Context, p: dict) -> None:
     """Combinations of options that make no sense are usage errors (exit 2), before any work."""
     single, batch = (p["input"], p["output"]), (p["samplesheet"], p["outdir"])
@@ -79,31 +75,27 @@ def check_usage(ctx: click.Context, p: dict) -> None:
         raise click.UsageError("labels are never normalised: drop --normalise for --role label")
     if not p["output"].name.endswith((".nii", ".nii.gz")):
         raise click.BadParameter("the output must be .nii or .nii.gz", param_hint="--output")
+    from medflow.io.outputs import check_outputs
     from medflow.io.sidecar import sidecar_path
 
-    for out in (p["output"], sidecar_path(p["output"])):
-        for name in ("input", "reference", "crop_mask"):
-            if _same(out, p[name]):
-                raise click.UsageError(f"the output {out} would overwrite the --"
-                                       f"{name.replace('_', '-')} file")
+    check_outputs([p["output"], sidecar_path(p["output"])],
+                  [p["input"], p["reference"], p["crop_mask"]])
 
 
 def check_batch_outputs(sheet, outdir: Path, reference: Path | None) -> None:
-    """No output of batch mode may overwrite a file named in the samplesheet (usage error)."""
+    """No output of batch mode may overwrite a file named in the samplesheet (exit 2)."""
+    from medflow.io.outputs import check_outputs
     from medflow.io.sidecar import sidecar_path
     from medflow.preprocess.run import image_roles, output_name
 
-    inputs = {Path(v).resolve() for r in sheet.to_dict("records") for k, v in r.items()
-              if k != "subject" and v}
-    inputs |= {reference.resolve()} if reference else set()
+    inputs = [Path(v) for r in sheet.to_dict("records") for k, v in r.items()
+              if k != "subject" and v]
     outputs = [outdir / "preprocess.parquet"]
     for r in sheet.to_dict("records"):
         for role in image_roles(r):
             out = output_name(outdir, r["subject"], role)
             outputs += [out, sidecar_path(out)]
-    for out in outputs:
-        if out.resolve() in inputs:
-            raise click.UsageError(f"the output {out} would overwrite an input")
+    check_outputs(outputs, [*inputs, reference, sheet.attrs.get("path")])
 
 
 @click.command("preprocess")

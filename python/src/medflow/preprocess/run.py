@@ -15,6 +15,7 @@ import pandas as pd
 from medflow.errors import InvalidDataError, MedflowError
 from medflow.io.atomic import OutputSet, atomic_outputs
 from medflow.io.images import image_format, read_image, write_nifti
+from medflow.io.paths import inside
 from medflow.io.samplesheet import is_label_role, paired_image_role
 from medflow.io.sidecar import Timer, make_sidecar, sidecar_path, write_json
 from medflow.io.tables import write_table
@@ -40,7 +41,9 @@ def load_reference(path: str | os.PathLike, series: str | None = None) -> Refere
 
 
 def output_name(outdir: Path, subject: str, role: str) -> Path:
-    return Path(outdir) / subject / f"{subject}_{role}_preproc.nii.gz"
+    """``outdir/<subject>/<subject>_<role>_preproc.nii.gz``; ValueError for a subject or
+    role that would leave ``outdir`` (``..``, a separator)."""
+    return inside(outdir, subject, f"{subject}_{role}_preproc.nii.gz")
 
 
 def _native(vol: Volume) -> Volume:

@@ -88,12 +88,15 @@ def train_cmd(samplesheet, image_role, label_role, out, epochs, patch, stage1_fa
     """
     import torch
 
+    from medflow.io.outputs import check_outputs
     from medflow.io.samplesheet import load_samplesheet
-    from medflow.segment.workflow import train_model
+    from medflow.segment.workflow import train_model, train_outputs
 
     patch_size = tuple(int(v) for v in parse_triplet(patch, "--patch"))
     roles = _roles(image_role)
     df = load_samplesheet(samplesheet, required_roles=(*roles, label_role))
+    check_outputs(train_outputs(out),
+                  [samplesheet, *(v for c in (*roles, label_role) for v in df[c] if v)])
     dev = resolve_device(device)
     torch.manual_seed(seed)
     with oom_is_transient():

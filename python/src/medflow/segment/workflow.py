@@ -17,10 +17,13 @@ import pandas as pd
 from medflow.errors import InvalidDataError
 from medflow.io.atomic import atomic_outputs
 from medflow.io.images import read_image
+from medflow.io.outputs import check_outputs
+from medflow.io.paths import inside
 from medflow.io.sidecar import Timer, make_sidecar, sidecar_path, write_json
 from medflow.io.tables import write_table
 
 log = logging.getLogger("medflow")
+CURVE, CURVE_PNG, TRAIN_SIDECAR = "training_curve.parquet", "training_curve.png", "train.json"
 REGIONS = {"brats": {"WT": (1, 2, 4), "TC": (1, 4), "ET": (4,)}}
 NAMES = {"cardiac": {0: "background", 1: "LV", 2: "myocardium", 3: "RV"},
          "brats": {0: "background", 1: "necrosis", 2: "oedema", 3: "enhancing",
@@ -54,6 +57,13 @@ def build_config(samples, labels, spacing, patch, stage1_factor, channels, level
         channels2=tuple(channels * 2**i for i in range(levels)), pools1=pools1, pools2=pools2,
         kernels1=kernels1, kernels2=kernels2, stage1_factor=f, patch=patch,
         spacing=tuple(float(s) for s in spacing))
+
+
+def train_outputs(out: Path) -> list[Path]:
+    """Every file training writes into the model folder ``out`` (overwrite check)."""
+    from medflow.segment.modelio import CARD, OPTIMIZER, WEIGHTS
+
+    return [Path(out) / n for n in (WEIGHTS, CARD, OPTIMIZER, CURVE, CURVE_PNG, TRAIN_SIDECAR)]
 
 
 def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1_factor,
@@ -118,7 +128,7 @@ def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1
     timer.mark("train_s")
     with atomic_outputs() as o:
         write_json(make_sidecar("segment-cascaded train", {**vars(opts), "stages": stages},
-                                {"samplesheet": samplesheet}, timer), o.path(out / "train.json"))
+                                {"samplesheet": samplesheet}, timer), o.path(out / TRAIN_SIDECAR))
     return card
 
 
@@ -139,8 +149,8 @@ def write_curve(out: Path, history: list[dict]) -> None:
     ax[1].legend(fontsize=7)
     fig.tight_layout()
     with atomic_outputs() as o:
-        write_table(df, o.path(out / "training_curve.parquet"))
-        fig.savefig(o.path(out / "training_curve.png"), dpi=80, metadata={"Software": None})
+        write_table(df, o.path(out / CURVE))
+        fig.savefig(o.path(out / CURVE_PNG), dpi=80, metadata={"Software": None})
     plt.close(fig)
 
 
@@ -165,6 +175,8 @@ def predict_files(model, card, model_dir, inputs, output, probabilities=None,
 
     timer = Timer()
     cfg = model.cfg
+    check_outputs(prediction_outputs(output, probabilities, uncertainty, cfg.regions),
+                  [*inputs, model_dir])
     vols = [read_image(p, mmap=True) for p in inputs]
     check_input(model, vols, inputs[0])
     first = vols[0]
@@ -200,20 +212,33 @@ def predict_files(model, card, model_dir, inputs, output, probabilities=None,
     return Path(output)
 
 
+def prediction_outputs(output, probabilities, uncertainty, regions: dict) -> list[Path]:
+    """Every file :func:`predict_files` writes (label map, its sidecar, probabilities,
+    uncertainty maps), for the overwrite check."""
+    files = [Path(output), sidecar_path(output), probabilities]
+    return files + (list(uncertainty_paths(uncertainty, regions).values()) if uncertainty else [])
+
+
 def predict_batch(model, card, model_dir, samplesheet, outdir, roles, save_probabilities=False,
                   save_uncertainty=False, **options) -> int:
-    """Segment every subject of a samplesheet into ``outdir/<subject>/``."""
+    """Segment every subject of a samplesheet into ``outdir/<subject>/``; every output is
+    checked against every input first (exit 2)."""
     from medflow.io.samplesheet import load_samplesheet
 
     df = load_samplesheet(samplesheet, required_roles=tuple(roles))
     tag = roles[0]
+    jobs = []
     for _, row in df.iterrows():
         sub = row["subject"]
-        folder = Path(outdir) / sub
-        predict_files(model, card, Path(model_dir), [Path(row[r]) for r in roles],
-                      folder / f"{sub}_{tag}_seg.nii.gz",
-                      folder / f"{sub}_{tag}_prob.nii.gz" if save_probabilities else None,
-                      folder / f"{sub}_{tag}_unc.nii.gz" if save_uncertainty else None,
-                      **options)
+        names = [inside(outdir, sub, f"{sub}_{tag}_{what}.nii.gz")
+                 for what in ("seg", "prob", "unc")]
+        jobs.append((sub, [Path(row[r]) for r in roles], names[0],
+                     names[1] if save_probabilities else None,
+                     names[2] if save_uncertainty else None))
+    inputs = [Path(v) for c in df.columns if c != "subject" for v in df[c] if v]
+    check_outputs([p for job in jobs for p in prediction_outputs(*job[2:], model.cfg.regions)],
+                  [*inputs, samplesheet, model_dir])
+    for sub, images, seg, prob, unc in jobs:
+        predict_files(model, card, Path(model_dir), images, seg, prob, unc, **options)
         log.info("segmented %s", sub)
     return int(df.shape[0])

@@ -65,6 +65,18 @@ def _sheet_cases(path: Path, regions, calibration_only: bool = False):
     return cases_from_samplesheet(sheet, regions, calibration_only=calibration_only)
 
 
+def _outputs(table: Path, plot: Path | None, summary_dir: Path | None) -> list[Path]:
+    """Every file :func:`_write` may write (for the overwrite check)."""
+    from medflow.io.sidecar import sidecar_path
+
+    files = [table, sidecar_path(table)]
+    if summary_dir:
+        files += [summary_dir / "summary.parquet", summary_dir / "curves.parquet"]
+    if plot:
+        files += [plot, plot.with_name(plot.stem + "_reliability.png")]
+    return files
+
+
 def _write(results, table: Path, sidecar: dict, plot: Path | None, summary_dir: Path | None):
     """Write the table, its sidecar, plots and (cohort) summaries, all atomically."""
     from medflow.io.atomic import atomic_outputs
@@ -147,6 +159,7 @@ def score_uncertainty(truth, prediction, mask, uncertainty, uncertainty_wt, unce
       medflow demo-cohort --kind brats --with-predictions --subjects 3 --out demo
       medflow score-uncertainty --samplesheet demo/samplesheet.csv --outdir results
     """
+    from medflow.io.outputs import check_outputs
     from medflow.io.sidecar import Timer, make_sidecar
     from medflow.uncertainty import cohort, inputs
 
@@ -170,8 +183,13 @@ def score_uncertainty(truth, prediction, mask, uncertainty, uncertainty_wt, unce
                        subject, regs)]
         table, where = out, cases[0].inputs()
     opts = cohort.ScoreOptions(regs, num_points, bins, rescale)
+    val = cases
+    if fit_temperature and validation:
+        val = _sheet_cases(validation, regs, calibration_only=True)
+    check_outputs(_outputs(table, plot, outdir if samplesheet else None),
+                  [samplesheet, validation,
+                   *(p for c in [*cases, *val] for p in c.inputs().values())])
     if fit_temperature:
-        val = _sheet_cases(validation, regs, calibration_only=True) if validation else cases
         if any(c.probabilities is None for c in val):
             raise click.UsageError("--fit-temperature needs probabilities "
                                    "(--probabilities or a prob column)")
