@@ -144,3 +144,28 @@ def test_usage_and_missing_inputs(runner, model, cohort, tmp_path):
     no_truth = assign(runner, "--model", model, "--samplesheet", cohort, "--truth-column",
                       "nope", "--out", tmp_path / "o")
     assert no_truth.exit_code == 2
+
+
+def test_outputs_over_inputs_are_refused_before_any_work(runner, model, cohort, tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(cohort.parent / "s0", images)
+    before = sorted(p.name for p in images.iterdir())
+    inside = assign(runner, "--model", model, "--input-dir", images, "--out", images / "res")
+    assert inside.exit_code == 2 and "would overwrite the input" in inside.output
+    into_model = assign(runner, "--model", model, "--samplesheet", cohort, "--out", model)
+    assert into_model.exit_code == 2 and "would overwrite the input" in into_model.output
+    train = runner.invoke(cli, ["cluster-unsupervised", "train", "--input-dir", str(images),
+                                "--out", str(images / "m")])
+    assert train.exit_code == 2, train.output
+    assert sorted(p.name for p in images.iterdir()) == before
+    assert not (model / "clusters.parquet").exists()
+
+
+def test_corrupt_weights_are_65_naming_the_file(runner, model, cohort, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(model, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    result = assign(runner, "--model", broken, "--samplesheet", cohort, "--out", tmp_path / "o")
+    assert result.exit_code == 65 and f"{weights}: corrupt weights file" in result.output
+    assert not (tmp_path / "o" / "clusters.parquet").exists()

@@ -75,6 +75,18 @@ def _entries(samplesheet, input_dir, truth_column):
     return entries, absolute(samplesheet)
 
 
+MODEL_FILES = ("model.safetensors", "model.json")
+ASSIGN_FILES = ("clusters.parquet", "clusters.json", "montage.png", "map.png")
+
+
+def _check_outputs(entries, source, files, model_dir=None) -> None:
+    """No file this command writes may be one it reads (exit 2, before any work): the
+    images, the samplesheet or walked folder, the model folder."""
+    from medflow.io.outputs import check_outputs
+
+    check_outputs(files, [source, model_dir, *(e.path for e in entries)])
+
+
 def _train(entries, source, out, k, k_columns, k_max, steps, refine_steps, batch, max_series,
            seed, device, params):
     from medflow.cluster.encoder import EncoderConfig, TrainConfig
@@ -123,6 +135,7 @@ def train_cmd(samplesheet, input_dir, truth_column, out, k, k_columns, k_max, st
       medflow cluster-unsupervised train --input-dir dicoms/ --k 6 --out model
     """
     entries, source = _entries(samplesheet, input_dir, truth_column)
+    _check_outputs(entries, source, [out / f for f in MODEL_FILES])
     card = _train(entries, source, out, k, k_columns, k_max, steps, refine_steps, batch,
                   max_series, seed, resolve_device(device), click.get_current_context().params)
     t = card["training"]
@@ -157,6 +170,10 @@ def assign_cmd(model_dir, samplesheet, input_dir, truth_column, out, k, k_column
 
     params = click.get_current_context().params
     entries, source = _entries(samplesheet, input_dir, truth_column)
+    files = [out / f for f in ASSIGN_FILES]
+    if model_dir is None:
+        files += [out / "model" / f for f in MODEL_FILES]
+    _check_outputs(entries, source, files, model_dir)
     dev = resolve_device(device)
     if model_dir is None:
         model_dir = out / "model"

@@ -20,6 +20,7 @@ from medflow.cluster.card import CARD, FORMAT, TOOL, WEIGHTS, read_card
 from medflow.cluster.encoder import EncoderConfig, SliceEncoder
 from medflow.errors import InvalidDataError
 from medflow.io.atomic import atomic_outputs
+from medflow.io.outputs import output_folder
 from medflow.io.sidecar import write_json
 
 __all__ = ["CARD", "FORMAT", "TOOL", "WEIGHTS", "load_model", "read_card", "save_model"]
@@ -29,8 +30,7 @@ EXTRA = ("centres", "map_mean", "map_axes")
 def save_model(folder: str | os.PathLike, model: SliceEncoder, extra: dict[str, np.ndarray],
                card: dict) -> Path:
     """Write weights and card atomically into ``folder`` (created)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = output_folder(folder)  # 73 when it cannot be made
     tensors = {f"encoder.{k}": v.detach().cpu().contiguous()
                for k, v in model.state_dict().items()}
     tensors.update({k: torch.from_numpy(np.ascontiguousarray(extra[k])) for k in EXTRA})

@@ -23,6 +23,7 @@ from medflow.cluster.modelio import TOOL, load_model, save_model
 from medflow.cluster.table import ClusterTable, add_column_flags, summary
 from medflow.errors import InvalidDataError
 from medflow.io.atomic import atomic_outputs
+from medflow.io.outputs import output_error, output_folder
 from medflow.io.sidecar import Timer, make_sidecar, write_json
 
 log = logging.getLogger("medflow")
@@ -95,8 +96,11 @@ def assign_images(model_dir: Path, entries: list[Entry], source: Path, out: Path
     cfg = model.cfg
     with_columns = any(e.column for e in entries)
     skipped: list[tuple[str, str]] = []
-    out.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".clusters.", suffix=".parquet", dir=out)
+    output_folder(out)  # 73 when it cannot be made
+    try:  # the streamed table is written next to its final place (a full disk: 73)
+        fd, tmp = tempfile.mkstemp(prefix=".clusters.", suffix=".parquet", dir=out)
+    except OSError as exc:
+        raise output_error(exc, out) from None
     os.close(fd)
     tmp = Path(tmp)
     try:
