@@ -175,7 +175,8 @@ from medflow.cluster.data import SeriesInfo
 from medflow.cluster.modelio import load_model
 model, extra, card = load_model({str(model_dir)!r}, {device!r})
 rng = np.random.default_rng({seed})
-pool = rng.random((64, 8, 64, 64), dtype=np.float32)   # reused: the stream is generated
+side = 2 * model.cfg.size                                # slices as assign stores them
+pool = rng.random((64, 8, side, side), dtype=np.float32)  # reused: the stream is generated
 def items(n_series):
     for i in range(n_series):
         yield SeriesInfo(f"s{{i}}", "gen", "gen", f"sub{{i}}", "", ""), pool[i % 64]
