@@ -17,6 +17,7 @@ include { SCORE_UNCERTAINTY as UNCERTAINTY    } from './modules/local/score_unce
 include { SUPER_RESOLVE_TRAIN_PRIOR as TRAIN_PRIOR } from './modules/local/super_resolve/train_prior/main'
 include { SUPER_RESOLVE_PREDICT as SUPERRES   } from './modules/local/super_resolve/predict/main'
 include { SUGGEST_ANNOTATION_RANK as ANNOTATE } from './modules/local/suggest_annotation/rank/main'
+include { CLUSTER_UNSUPERVISED_ASSIGN as CLUSTER } from './modules/local/cluster_unsupervised/assign/main'
 
 // The image role(s) a model segments, in channel order: --segment_roles, else its model card
 def modelRoles(model) {
@@ -188,8 +189,24 @@ workflow {
             }
         ANNOTATE(ch_annotate, model)
     } else {
-        log.warn "medflow: neither --model nor --train given: the run stops after preprocess"
+        log.warn "medflow: neither --model nor --train given: no segmentation"
     }
+
+    // cluster: the column check, one cohort task over every subject's preprocessed images
+    // (image columns only); the encoder is --cluster_model or trained in the task
+    ch_cluster = PREPROCESS.out.image
+        .filter { meta, image -> meta.kind == 'image' }
+        .map { meta, image -> [meta.id, meta.role, image] }
+        .toSortedList { a, b -> (a[0] <=> b[0]) ?: (a[1] <=> b[1]) }
+        .filter { items -> !items.isEmpty() }
+        .map { items ->
+            [
+                [id: 'cohort', subjects: items.collect { subject, role, image -> subject },
+                 roles: items.collect { subject, role, image -> role }],
+                items.collect { subject, role, image -> image },
+            ]
+        }
+    CLUSTER(ch_cluster, params.cluster_model ? file(params.cluster_model, checkIfExists: true) : [])
 
     // Tool versions of every task that ran, to pipeline_info/ (trace, report, timeline and
     // the DAG are configured in nextflow.config)

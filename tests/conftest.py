@@ -102,3 +102,58 @@ def tiny_heart():
 def tiny_cohort():
     """``tiny_cohort(folder, affine, n=3, seed=0, labelled=None)`` -> samplesheet path."""
     return write_tiny_cohort
+
+
+def category_image(kind: str, rng: np.random.Generator, shape=(28, 24, 5)) -> np.ndarray:
+    """A clearly recognisable kind of image (``disk``, ``stripes`` or ``speckle``), at a
+    random intensity scale and offset, for the cluster-unsupervised tests."""
+    x, y = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    if kind == "disk":
+        cx, cy, r = rng.uniform(10, 18), rng.uniform(9, 15), rng.uniform(5, 8)
+        plane = (np.hypot(x - cx, y - cy) < r).astype(float)
+    elif kind == "stripes":
+        angle, period = rng.uniform(0, np.pi), rng.uniform(4, 7)
+        plane = (np.sin(2 * np.pi * (x * np.cos(angle) + y * np.sin(angle)) / period) > 0) * 1.0
+    else:  # speckle: sparse bright dots
+        plane = (rng.random(shape[:2]) > 0.93) * 1.0
+    vol = np.repeat(plane[..., None], shape[2], 2) + 0.05 * rng.standard_normal(shape)
+    return (vol * rng.uniform(50, 2000) + rng.uniform(0, 100)).astype(np.float32)
+
+
+def write_category_cohort(folder, n: int = 5, seed: int = 0):
+    """``n`` subjects with a disk, a stripes and a speckle image (columns of those names);
+    ``samplesheet.csv`` and ``truth.csv`` (the same plus a truth column ``kind``)."""
+    import pandas as pd
+
+    from medflow.io import write_nifti
+
+    rng = np.random.default_rng(seed)
+    affine = make_affine((1.2, 1.2, 4.0))
+    rows = []
+    for i in range(n):
+        row = {"subject": f"s{i}"}
+        for kind in ("disk", "stripes", "speckle"):
+            path = folder / f"s{i}" / f"{kind}.nii.gz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_nifti(Volume(category_image(kind, rng), affine), path)
+            row[kind] = f"s{i}/{kind}.nii.gz"
+        rows.append(row)
+    pd.DataFrame(rows).to_csv(folder / "samplesheet.csv", index=False)
+    pd.DataFrame(rows).assign(kind="synthetic").to_csv(folder / "truth.csv", index=False)
+    return folder / "samplesheet.csv"
+
+
+@pytest.fixture(scope="session")
+def category_cohort():
+    """``category_cohort(folder, n=5, seed=0)`` -> samplesheet path (see
+    :func:`write_category_cohort`)."""
+    return write_category_cohort
+
+
+#: Training arguments of cluster-unsupervised that make tests take seconds.
+CLUSTER_FAST = ["--steps", "25", "--refine-steps", "10", "--batch", "16", "--seed", "0"]
+
+
+@pytest.fixture(scope="session")
+def cluster_fast():
+    return CLUSTER_FAST

@@ -42,7 +42,10 @@ def _stages(ctx, param, value: str | None) -> tuple[str, ...]:
                    "first (<outdir>/train_prior/prior) and run the superres stage with it.")
 @click.option("--stages", callback=_stages, metavar="NAME[,NAME...]",
               help="Run only these stages: preprocess, train, segment, uncertainty, "
-                   "train_prior, superres, annotate.")
+                   "train_prior, superres, annotate, cluster.")
+@click.option("--cluster-model", type=click.Path(path_type=Path),
+              help="Model folder written by 'cluster-unsupervised train' for the cluster "
+                   "stage [default: a small one trained on the cohort in the stage].")
 @click.option("--resume", is_flag=True,
               help="Skip tasks whose inputs (checksums) and parameters are unchanged.")
 @click.option("--annotate-budget", default="10%", show_default=True,
@@ -51,9 +54,9 @@ def _stages(ctx, param, value: str | None) -> tuple[str, ...]:
 @device_option
 @seed_option
 @verbosity_options
-def pipeline(input_, outdir, model, train, superres_model, train_prior, stages, resume,
-             annotate_budget, jobs, device, seed) -> None:
-    """Run the pipeline (preprocess, segment, score uncertainty) over a samplesheet.
+def pipeline(input_, outdir, model, train, superres_model, train_prior, stages,
+             cluster_model, resume, annotate_budget, jobs, device, seed) -> None:
+    """Run the pipeline (preprocess, segment, score uncertainty, cluster) over a samplesheet.
 
     The samplesheet and the model are checked before any work. Per-subject stages run
     in --jobs parallel processes, cohort stages after them. A subject with bad data is
@@ -85,7 +88,7 @@ def pipeline(input_, outdir, model, train, superres_model, train_prior, stages, 
         raise click.UsageError("give --superres-model or --train-prior, not both")
     opts = Options(input_, outdir, model, train, stages, jobs, resume, device, seed,
                    superres_model=superres_model, train_prior=train_prior,
-                   annotate_budget=annotate_budget)
+                   annotate_budget=annotate_budget, cluster_model=cluster_model)
     if model is None and not train and "segment" in [s.name for s in selected_stages(opts)]:
         raise click.UsageError("the segment stage needs --model DIR or --train")
     with tqdm(total=0, desc="pipeline", unit="task", file=sys.stderr,

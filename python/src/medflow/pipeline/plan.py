@@ -35,6 +35,7 @@ class Context:
     superres_model: Path | None = None  # shape prior (given, or the train_prior output)
     prior_in_run: bool = False  # the train_prior stage of this run writes it
     annotate_budget: str = "10%"  # suggest-annotation --budget
+    cluster_model: Path | None = None  # the cluster stage's model; None: trained in the stage
 
 
 @dataclass
@@ -255,5 +256,34 @@ def cohort_task(ctx: Context, stage: Stage, subjects: list[str]) -> Task | str:
     if "model" in stage.inputs and ctx.model is None:
         return "no model (--model or --train)"
     make = {"train": train_task, "uncertainty": uncertainty_task,
-            "annotate": annotate_task}[stage.name]
+            "annotate": annotate_task, "cluster": cluster_task}[stage.name]
     return make(ctx, subjects)
+
+
+def cluster_task(ctx: Context, subjects: list[str]) -> Task | str:
+    """The column check: every subject's preprocessed images, one column per image role
+    (label maps are not read); the model is --cluster-model or trained in the task."""
+    stage, prep = get_stage("cluster"), get_stage("preprocess")
+    rows = {r["subject"]: r for r in ctx.sheet.to_dict("records")}
+    table, files = [], []
+    for subject in subjects:
+        row = {"subject": subject}
+        for role in image_columns(rows[subject]):
+            if not is_label_role(role):
+                row[role] = str(_file(ctx, prep, "image", subject, role))
+                files.append(Path(row[role]))
+        table.append(row)
+    columns = list(dict.fromkeys(c for r in table for c in r if c != "subject"))
+    if len(columns) < 2:
+        return "fewer than two image columns to compare"
+    sheet = pd.DataFrame(table, columns=["subject", *columns])
+    folder = stage_dir(ctx, stage.name)
+    command = [*stage.command, "--samplesheet", str(folder / "samplesheet.csv"),
+               "--out", str(folder), *shlex.split(stage.args["image"]),
+               "--device", "cpu", "--seed", str(ctx.seed)]  # a small model: CPU stage
+    if ctx.cluster_model is not None:
+        command += ["--model", str(ctx.cluster_model)]
+        files += [ctx.cluster_model / "model.safetensors", ctx.cluster_model / "model.json"]
+    outputs = [folder / f for f in stage.outputs.values()]
+    return Task(stage.name, None, [command], sorted(files), outputs, sheet,
+                folder / "samplesheet.csv")

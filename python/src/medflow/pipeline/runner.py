@@ -47,6 +47,7 @@ class Options:
     superres_model: Path | None = None  # shape prior of the superres stage
     train_prior: bool = False  # train the shape prior in this run (train_prior stage)
     annotate_budget: str = "10%"      # the annotate stage's --budget
+    cluster_model: Path | None = None  # the cluster stage's model (None: trained in the stage)
 
 
 @dataclass
@@ -92,7 +93,8 @@ def absolute_paths(opts: Options) -> Options:
     records, derived samplesheets and ``params.json``, all read from other folders."""
     return replace(opts, input=absolute(opts.input), outdir=absolute(opts.outdir),
                    model=opts.model and absolute(opts.model),
-                   superres_model=opts.superres_model and absolute(opts.superres_model))
+                   superres_model=opts.superres_model and absolute(opts.superres_model),
+                   cluster_model=opts.cluster_model and absolute(opts.cluster_model))
 
 
 def selected_stages(opts: Options) -> list[Stage]:
@@ -147,10 +149,15 @@ def prepare(opts: Options) -> plan.Context:
                                    "has both a 'gt_ed' and a 'gt_es' file", opts.input)
     if prior is not None and "superres" in names and not in_run:
         check_prior(prior)  # given, or trained by an earlier run
+    if opts.cluster_model is not None and "cluster" in names:
+        from medflow.cluster.card import read_card as check_cluster_model
+
+        check_cluster_model(opts.cluster_model)
     return plan.Context(sheet, absolute(opts.outdir), model and absolute(model),
                         image_roles, label_role, opts.device, opts.seed,
                         superres_model=prior and absolute(prior), prior_in_run=in_run,
-                        annotate_budget=opts.annotate_budget)
+                        annotate_budget=opts.annotate_budget,
+                        cluster_model=opts.cluster_model and absolute(opts.cluster_model))
 
 
 def run(opts: Options, progress: Callable[[int], None] | None = None,

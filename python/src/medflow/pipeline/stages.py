@@ -179,6 +179,7 @@ STAGES: tuple[Stage, ...] = (
         resource_label="process_medium",
         table="superres.parquet",
         only_with="prior",
+    ),
     Stage(
         name="annotate",
         command=("suggest-annotation", "rank"),
@@ -192,6 +193,23 @@ STAGES: tuple[Stage, ...] = (
         resource_label="process_medium",
         # Every subject's image; the label where there is one (empty: to be suggested).
         columns={"{image}": "samplesheet:image", "{label}": "samplesheet:label"},
+    ),
+    # Is each image column the kind of image it claims? One cohort task reads every
+    # subject's preprocessed images (every image column; label maps are not read), trains
+    # a small encoder on them (or uses --cluster-model), clusters them and flags an image
+    # whose cluster holds under a quarter of its column (a 4-chamber cine in sa). Short
+    # training: the cohort's own views are far apart; train longer with
+    # `cluster-unsupervised train` for archives of unknown content.
+    Stage(
+        name="cluster",
+        command=("cluster-unsupervised", "assign"),
+        scope=COHORT,
+        inputs=("preprocess:image",),
+        outputs={"table": "clusters.parquet", "sidecar": "clusters.json",
+                 "montage": "montage.png", "map": "map.png"},
+        args={"image": "--steps 100 --refine-steps 30 --batch 32 --k-columns"},
+        resource_label="process_medium",
+        table="clusters.parquet",
     ),
 )
 

@@ -243,6 +243,9 @@ def collect(results: Path, status: dict[str, str], samplesheet: Path | None = No
         ranked = ranked.rename(columns={"rank": "annotation_rank", "score": "annotation_score"})
         cohort = cohort.merge(ranked[["subject", "annotation_rank", "annotation_score"]],
                               on="subject", how="left")
+    clusters = results / "cluster" / get_stage("cluster").table
+    if clusters.exists():
+        cohort = cohort.merge(cluster_columns(read_table(clusters), ok), on="subject", how="left")
     with atomic_outputs() as out:
         write_table(cohort, out.path(results / "cohort.parquet"))
     return cohort
@@ -271,3 +274,21 @@ def _beside(cohort: pd.DataFrame) -> pd.DataFrame:
         twin = true.replace("_true", "_voxel")
         cols.insert(cols.index(twin) + 1 if twin in cols else len(cols), true)
     return cohort[cols]
+def cluster_columns(table: pd.DataFrame, subjects: list[str]) -> pd.DataFrame:
+    """Per subject from ``clusters.parquet``: ``<role>_cluster`` for each image column,
+    ``cluster_flagged_n`` and ``cluster_flags`` (``"sa looks like la_4ch; ..."``: images
+    whose cluster does not fit their samplesheet column)."""
+    table = table[table["subject"].isin(subjects)]
+    if table.empty:
+        return pd.DataFrame({"subject": []})
+    wide = table.pivot(index="subject", columns="column", values="cluster")
+    wide.columns = [f"{role}_cluster" for role in wide.columns]
+    flags = table[table["flagged"]] if "flagged" in table else table.head(0)
+    text = flags.groupby("subject").apply(
+        lambda g: "; ".join(f"{c} looks like {like or 'no column'}"
+                            for c, like in zip(g["column"], g["looks_like"])),
+        include_groups=False).rename("cluster_flags")
+    out = wide.join(flags.groupby("subject").size().rename("cluster_flagged_n")).join(text)
+    out["cluster_flagged_n"] = out["cluster_flagged_n"].fillna(0).astype(int)
+    out["cluster_flags"] = out["cluster_flags"].fillna("")
+    return out.reset_index()

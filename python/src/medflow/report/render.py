@@ -184,6 +184,30 @@ def _annotate_section(results: Path, report: Path) -> list[str]:
                 _table(read_table(sim / "summary.parquet"))]
         if (sim / "curves.png").exists():
             out.append(_img(report, sim / "curves.png", "Dice against fraction labelled"))
+def _cluster_section(results: Path, report: Path) -> list[str]:
+    """The column check: flagged images, clusters per column, typical members, the map."""
+    folder = results / "cluster"
+    path = folder / get_stage("cluster").table
+    if not path.exists():
+        return []
+    table = read_table(path)
+    out = ["<h2>cluster</h2>",
+           "<p>Every image column clustered without labels (cluster-unsupervised). An image "
+           "is flagged when its cluster holds under a quarter of its column; "
+           "<em>looks like</em> names the column whose usual cluster it is.</p>"]
+    if "flagged" in table:
+        flagged = table[table["flagged"]]
+        cols = ["subject", "column", "cluster", "looks_like", "column_share", "file"]
+        out.append(f"<p>{len(flagged)} of {len(table)} images flagged.</p>")
+        if len(flagged):
+            out.append('<div class="failed">' + _table(flagged[cols]) + "</div>")
+        counts = pd.crosstab(table["column"], table["cluster"])
+        counts.columns = [f"cluster {c}" for c in counts.columns]
+        out.append(_table(counts.reset_index()))
+    for name, alt in (("montage.png", "typical members of each cluster"),
+                      ("map.png", "2D map of the embeddings")):
+        if (folder / name).exists():
+            out.append(_img(report, folder / name, alt))
     return out
 
 
@@ -245,7 +269,8 @@ def render_report(results: Path) -> Path:
              *_preprocess_section(results), *_train_section(results, report),
              *_segment_section(results, report, cohort), *_truth_section(report, cohort),
              *_uncertainty_section(results, report),
-             *superres_section(results, report, _table), *_annotate_section(results, report)]
+             *superres_section(results, report, _table), *_annotate_section(results, report),
+             *_cluster_section(results, report)]
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>medflow report</title><style>{STYLE}</style></head><body>\n"
             + "\n".join(parts) + "\n</body></html>\n")

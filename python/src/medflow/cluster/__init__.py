@@ -1,0 +1,1 @@
+"""cluster-unsupervised: categorise unlabelled images by self-supervised embedding and clustering."""
