@@ -94,11 +94,13 @@ def test_predict_feeds_each_frame_with_its_context(tmp_path, monkeypatch):
 
     seen = []
 
-    def spy(model, src, on_slab, *args, **kwargs):
+    def spy(model, src, on_box, *args, **kwargs):
         seen.append([np.asarray(c).mean() for c in src.channels])
-        on_slab(0, src.shape[2], torch.full((4, *src.shape), 0.25), None)
+        on_box((slice(None),) * 3, torch.full((4, *src.shape), 0.25), None)
+        return {"windows": 0, "stage1_windows": 0, "tiles": 1, "overlap": 0.5,
+                "stage1_overlap": 0.5, "stage1_window": None}
 
-    monkeypatch.setattr(predict, "stream_predict", spy)
+    monkeypatch.setattr(predict, "predict_regions", spy)
     model, _ = load_model(context_model(tmp_path / "m"))
     img = Volume(cine(3), affine())
     out = np.zeros(img.data.shape, np.uint8)

@@ -184,6 +184,9 @@ def _annotate_section(results: Path, report: Path) -> list[str]:
                 _table(read_table(sim / "summary.parquet"))]
         if (sim / "curves.png").exists():
             out.append(_img(report, sim / "curves.png", "Dice against fraction labelled"))
+    return out
+
+
 def _cluster_section(results: Path, report: Path) -> list[str]:
     """The column check: flagged images, clusters per column, typical members, the map."""
     folder = results / "cluster"
