@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from medflow.errors import InvalidDataError, MissingInputError
+from medflow.errors import MissingInputError
+from medflow.io.modelcard import read_model_card
 
 FORMAT = "medflow-cluster-unsupervised"
 TOOL = "cluster-unsupervised"
@@ -21,20 +21,9 @@ def read_card(folder: str | os.PathLike) -> dict:
         >>> read_card("results/cluster/model")["training"]["k"]    # doctest: +SKIP
         3
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise MissingInputError("model folder not found", folder)
-    path = folder / CARD
-    if not path.exists():
-        raise MissingInputError(f"no {CARD} in the model folder", folder)
-    try:
-        card = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidDataError(f"corrupt model card ({exc})", path) from None
-    if not isinstance(card, dict) or card.get("format") != FORMAT:
-        made_by = card.get("format") if isinstance(card, dict) else None
-        raise InvalidDataError(f"not a {TOOL} model (made by {made_by or 'an unknown tool'})",
-                               path)
-    if not (folder / WEIGHTS).is_file():
+    card = read_model_card(folder, CARD, FORMAT, lambda card: (
+        f"not a {TOOL} model (made by "
+        f"{(card.get('format') if isinstance(card, dict) else None) or 'an unknown tool'})"))
+    if not (Path(folder) / WEIGHTS).is_file():
         raise MissingInputError(f"no {WEIGHTS} in the model folder", folder)
     return card

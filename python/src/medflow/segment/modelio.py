@@ -7,7 +7,6 @@ checksum and validation Dice.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from medflow import __version__
 from medflow.errors import InvalidDataError, MissingInputError
 from medflow.io.atomic import atomic_outputs
+from medflow.io.modelcard import read_model_card
 from medflow.io.sidecar import write_json
 from medflow.segment.cascade import Cascade
 from medflow.segment.config import CascadeConfig
@@ -44,19 +44,7 @@ def save_model(folder: str | os.PathLike, model: Cascade, card: dict,
 
 def read_card(folder: str | os.PathLike) -> dict:
     """The model card; exit 66 when the folder or file is missing, 65 when unreadable."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise MissingInputError("model folder not found", folder)
-    path = folder / CARD
-    if not path.exists():
-        raise MissingInputError(f"no {CARD} in the model folder", folder)
-    try:
-        card = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidDataError(f"corrupt model card ({exc})", path) from None
-    if not isinstance(card, dict) or card.get("format") != FORMAT:
-        raise InvalidDataError(f"not a {FORMAT} model card", path)
-    return card
+    return read_model_card(folder, CARD, FORMAT, lambda card: f"not a {FORMAT} model card")
 
 
 def load_model(folder: str | os.PathLike, device: str = "cpu") -> tuple[Cascade, dict]:

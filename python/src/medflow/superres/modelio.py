@@ -8,7 +8,6 @@ tool, or for the other method, is refused (65); a missing folder or file is 66.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from medflow import __version__
 from medflow.errors import InvalidDataError, MissingInputError
+from medflow.io.modelcard import read_model_card
 from medflow.io.atomic import atomic_outputs
 from medflow.io.sidecar import write_json
 
@@ -46,19 +46,10 @@ def read_card(folder: str | os.PathLike, method: str | None = None) -> dict:
         MissingInputError: no folder, or no ``model.json`` in it (66).
         InvalidDataError: unreadable card, another tool's folder, or another method's (65).
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise MissingInputError("model folder not found", folder)
-    path = folder / CARD
-    if not path.exists():
-        raise MissingInputError(f"no {CARD} in the model folder", folder)
-    try:
-        card = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidDataError(f"corrupt model card ({exc})", path) from None
-    if not isinstance(card, dict) or card.get("format") != FORMAT:
-        made_by = card.get("format", "unknown") if isinstance(card, dict) else "unknown"
-        raise InvalidDataError(f"not a {TOOL} model (made by {made_by})", path)
+    card = read_model_card(folder, CARD, FORMAT, lambda card: (
+        f"not a {TOOL} model (made by "
+        f"{card.get('format', 'unknown') if isinstance(card, dict) else 'unknown'})"))
+    path = Path(folder) / CARD
     if method is not None and card.get("method") != method:
         raise InvalidDataError(f"a '{card.get('method')}' model, not a '{method}' one", path)
     return card
