@@ -18,6 +18,7 @@ include { SUPER_RESOLVE_TRAIN_PRIOR as TRAIN_PRIOR } from './modules/local/super
 include { SUPER_RESOLVE_PREDICT as SUPERRES   } from './modules/local/super_resolve/predict/main'
 include { SUGGEST_ANNOTATION_RANK as ANNOTATE } from './modules/local/suggest_annotation/rank/main'
 include { CLUSTER_UNSUPERVISED_ASSIGN as CLUSTER } from './modules/local/cluster_unsupervised/assign/main'
+include { ESTIMATE_MOTION_MESH_FIT as MOTION } from './modules/local/estimate_motion_mesh/fit/main'
 
 // The image role(s) a model segments, in channel order: --segment_roles, else its model card
 def modelRoles(model) {
@@ -207,6 +208,14 @@ workflow {
             ]
         }
     CLUSTER(ch_cluster, params.cluster_model ? file(params.cluster_model, checkIfExists: true) : [])
+
+    // motion (only with --motion): the template mesh fitted to each subject's predicted
+    // short-axis segmentation (the pipeline segments no long-axis view yet)
+    if (params.motion && model != null) {
+        MOTION(SEGMENT.out.seg)
+    } else if (params.motion) {
+        log.warn "medflow: --motion needs a segmentation (--model or --train): no motion stage"
+    }
 
     // Tool versions of every task that ran, to pipeline_info/ (trace, report, timeline and
     // the DAG are configured in nextflow.config)

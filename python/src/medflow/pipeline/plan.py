@@ -236,6 +236,8 @@ def subject_tasks(ctx: Context, stage: Stage, subjects: list[str]) -> dict[str, 
             out[subject] = f"no {', '.join(missing)}" if missing else segment_task(ctx, row)
         elif stage.name == "superres":
             out[subject] = superres_task(ctx, row)
+        elif stage.name == "motion":
+            out[subject] = motion_task(ctx, row)
         else:
             raise ValueError(f"stage {stage.name} has no per-subject tasks")
     return out
@@ -287,3 +289,20 @@ def cluster_task(ctx: Context, subjects: list[str]) -> Task | str:
     outputs = [folder / f for f in stage.outputs.values()]
     return Task(stage.name, None, [command], sorted(files), outputs, sheet,
                 folder / "samplesheet.csv")
+
+
+def motion_task(ctx: Context, row: dict) -> Task:
+    """The mesh fitted to the subject's predicted short-axis segmentation (the segment
+    stage's output), every frame. Short axis only: the pipeline trains and runs one model,
+    on ``sa``; the tool's long-axis inputs wait for per-view models (a long-axis label
+    column of the samplesheet is ground truth, not what a new subject would have)."""
+    stage, subject = get_stage("motion"), row["subject"]
+    role = ctx.image_roles[0]
+    seg = _file(ctx, get_stage("segment"), "seg", subject, role)
+    folder = inside(stage_dir(ctx, stage.name), subject)
+    command = [*stage.command, "--sa", str(seg), "--out", str(folder),
+               "--prefix", f"{subject}_{role}", *shlex.split(stage.args.get("image", "")),
+               "--device", "cpu", "--seed", str(ctx.seed)]  # the fit runs on CPU
+    # The meshes/ folder is not listed: --resume compares files (it comes with the rest).
+    outputs = [_file(ctx, stage, k, subject, role) for k in stage.outputs if k != "meshes"]
+    return Task(stage.name, subject, [command], [seg], outputs)

@@ -59,8 +59,8 @@ class Stage:
             ``{image}``/``{label}`` in a column name are the role names.
         only_with: the runner option that turns the stage on (``"train"``: only with
             ``--train``; ``"train_prior"``: only with ``--train-prior``; ``"prior"``: only
-            with a shape prior, ``--superres-model`` or ``--train-prior``); None: the stage
-            always runs.
+            with a shape prior, ``--superres-model`` or ``--train-prior``; ``"motion"``:
+            only with ``--motion``); None: the stage always runs.
     """
 
     name: str
@@ -210,6 +210,29 @@ STAGES: tuple[Stage, ...] = (
         args={"image": "--steps 100 --refine-steps 30 --batch 32 --k-columns"},
         resource_label="process_medium",
         table="clusters.parquet",
+    ),
+    # estimate-motion-mesh: a template heart mesh fitted to each subject's predicted
+    # short-axis segmentation (the segment stage's) and moved through the cycle; LV/RV
+    # volumes, LVEF, LV mass, strain and wall thickness from the closed surfaces are the
+    # plain phenotype columns of cohort.parquet, beside the voxel-counting *_voxel twins.
+    # Short axis only: the pipeline segments no long-axis view yet (plan.motion_task).
+    Stage(
+        name="motion",
+        command=("estimate-motion-mesh", "fit"),
+        scope=SUBJECT,
+        inputs=("segment:seg",),
+        outputs={"phenotypes": "{subject}_{role}_phenotypes.parquet",
+                 "frames": "{subject}_{role}_frames.parquet",
+                 "vertices": "{subject}_{role}_vertices.parquet",
+                 "displacements": "{subject}_{role}_displacements.npy",
+                 "meshes": "{subject}_{role}_meshes",
+                 "sidecar": "{subject}_{role}_motion.json"},
+        # The fit is a per-subject optimisation on CPU (about 1 s CPU per frame);
+        # process_gpu waits for the learned `predict` mode. Only with --motion: cardiac
+        # cines only, and about 50 s CPU per 50-frame subject.
+        resource_label="process_medium",
+        table="motion.parquet",
+        only_with="motion",
     ),
 )
 
