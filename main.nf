@@ -210,9 +210,23 @@ workflow {
     CLUSTER(ch_cluster, params.cluster_model ? file(params.cluster_model, checkIfExists: true) : [])
 
     // motion (only with --motion): the template mesh fitted to each subject's predicted
-    // short-axis segmentation (the pipeline segments no long-axis view yet)
+    // short-axis segmentation and the long-axis segmentations of its samplesheet row
+    // (seg_la_2ch / seg_la_4ch; the pipeline segments no long-axis view yet); a subject
+    // without one is left out, as the local runner skips it
     if (params.motion && model != null) {
-        MOTION(SEGMENT.out.seg)
+        ch_long_axis = PREPROCESS.out.image
+            .filter { meta, label -> meta.role in ['seg_la_2ch', 'seg_la_4ch'] }
+            .map { meta, label -> [meta.id, meta.role, label] }
+            .groupTuple()
+        ch_motion = SEGMENT.out.seg
+            .map { meta, seg -> [meta.id, meta, seg] }
+            .join(ch_long_axis)
+            .map { subject, meta, seg, la_roles, labels ->
+                def order = la_roles.withIndex().sort { a, b -> a[0] <=> b[0] }*.getAt(1)
+                [meta + [la_roles: order.collect { i -> la_roles[i] }], seg,
+                 order.collect { i -> labels[i] }]
+            }
+        MOTION(ch_motion)
     } else if (params.motion) {
         log.warn "medflow: --motion needs a segmentation (--model or --train): no motion stage"
     }

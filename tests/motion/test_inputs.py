@@ -43,3 +43,18 @@ def test_slices_already_last_untouched():
     affine = np.diag([1.5, 1.5, 8.0, 1.0])
     out, aff = slices_last(data, affine)
     assert out is data and aff is affine
+
+
+def test_a_fit_without_long_axis_fails_qc():
+    from medflow.motion.measures import quality
+
+    lab = np.zeros((40, 40, 8), np.uint8)
+    lab[10:30, 10:30, 1:7] = 2
+    lab[14:26, 14:26, 1:7] = 1
+    lab[30:36, 12:28, 1:7] = 3
+    curves = {"lv_ml": np.array([120.0, 60.0, 110.0]), "rv_ml": np.array([130.0, 65.0, 120.0])}
+    row = {"ed_frame": 0}
+    alone = quality(row, curves, lab, {"sa": 0.5}, 1.0)
+    both = quality(row, curves, lab, {"sa": 0.5, "la_4ch": 0.7}, 1.0)
+    assert "short axis only" in alone["qc_reasons"] and not alone["qc_pass"]
+    assert "short axis only" not in both["qc_reasons"]

@@ -26,16 +26,22 @@ def test_motion_only_with_the_flag_and_after_segment(cohort, tiny_model, tmp_pat
 
     opts = absolute_paths(Options(cohort, tmp_path / "r", tiny_model))
     assert "motion" not in [s.name for s in selected_stages(opts)]
+    sheet = pd.read_csv(cohort)
+    sheet["seg_la_4ch"] = [sheet["seg_sa"][0], None, None]  # any label file will do here
+    sheet.to_csv(cohort, index=False)
     opts = absolute_paths(Options(cohort, tmp_path / "r", tiny_model, motion=True))
     names = [s.name for s in selected_stages(opts)]
     assert names.index("segment") < names.index("motion")
     ctx = prepare(opts)
-    task = motion_task(ctx, ctx.sheet.to_dict("records")[0])
+    rows = ctx.sheet.to_dict("records")
+    task = motion_task(ctx, rows[0])
     seg = tmp_path / "r" / "segment" / "s0" / "s0_sa_seg.nii.gz"
-    assert task.inputs == [seg]
+    la = Path(rows[0]["seg_la_4ch"])
+    assert task.inputs == [seg, la]
     (command,) = task.commands
     assert command[:2] == ["estimate-motion-mesh", "fit"]
     assert command[command.index("--sa") + 1] == str(seg)
+    assert command[command.index("--la-4ch") + 1] == str(la) and "--la-2ch" not in command
     assert command[command.index("--prefix") + 1] == "s0_sa"
     assert command[command.index("--device") + 1] == "cpu"
     names = {p.name for p in task.outputs}
@@ -46,6 +52,9 @@ def test_motion_only_with_the_flag_and_after_segment(cohort, tiny_model, tmp_pat
     group = cli.get_command(None, "estimate-motion-mesh")
     fit = group.get_command(None, "fit")
     fit.make_context("fit", command[2:])
+    # without a long-axis segmentation the subject is skipped, with the reason
+    reason = motion_task(ctx, rows[1])
+    assert isinstance(reason, str) and "no long-axis segmentation" in reason
 
 
 def _phenotype_row(lvef: float, qc: bool) -> dict:
@@ -127,9 +136,11 @@ def test_no_motion_results_no_section(tmp_path):
 
 
 @pytest.mark.slow
-def test_motion_stage_runs_on_the_segment_output(runner, heart_sa, tmp_path):
+def test_motion_stage_runs_on_the_segment_output(runner, heart, tmp_path):
     """End to end through the runner: the mesh fitted to a 2-frame phantom short-axis
-    segmentation standing where the segment stage writes it (about 10 s CPU)."""
+    segmentation standing where the segment stage writes it and the samplesheet's
+    4-chamber segmentation (about 15 s CPU)."""
+    heart_sa, heart_la = heart
     out = tmp_path / "results"
     seg = out / "segment" / "s0" / "s0_sa_seg.nii.gz"
     seg.parent.mkdir(parents=True)
@@ -138,7 +149,7 @@ def test_motion_stage_runs_on_the_segment_output(runner, heart_sa, tmp_path):
     truth = tmp_path / "truth.json"
     truth.write_text(json.dumps({"lvef_pct": 40.0}))
     sheet = tmp_path / "samplesheet.csv"
-    sheet.write_text(f"subject,sa,truth\ns0,{heart_sa},{truth}\n")
+    sheet.write_text(f"subject,sa,seg_la_4ch,truth\ns0,{heart_sa},{heart_la},{truth}\n")
     res = runner.invoke(cli, ["pipeline", "--input", str(sheet), "--outdir", str(out),
                               "--motion", "--stages", "motion"])
     assert res.exit_code == 0, res.output
@@ -148,13 +159,14 @@ def test_motion_stage_runs_on_the_segment_output(runner, heart_sa, tmp_path):
     row = cohort.iloc[0]
     assert 60 < row["lvedv_ml"] < 200 and np.isfinite(row["lvef_pct"])
     assert np.isfinite(row["lvef_voxel_pct"]) and row["lvef_true_pct"] == 40.0
-    assert "fit_rms_sa_mm" in cohort and "motion_qc_pass" in cohort
+    assert "fit_rms_sa_mm" in cohort and "fit_rms_la_4ch_mm" in cohort
+    assert "motion_qc_pass" in cohort
     assert "<h2>motion</h2>" in (out / "report" / "index.html").read_text()
 
 
 @pytest.fixture
-def heart_sa(tmp_path):
-    """A 2-frame short-axis cine segmentation of the phantom heart (no long axis)."""
+def heart(tmp_path):
+    """2-frame short-axis and 4-chamber cine segmentations of the phantom heart."""
     import importlib.util
 
     path = Path(__file__).parents[1] / "motion" / "conftest.py"  # tests/motion's writer
@@ -162,4 +174,4 @@ def heart_sa(tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     _, paths = module.write_heart(tmp_path, frames=2, drop="la_2ch")
-    return paths["sa"]
+    return paths["sa"], paths["la_4ch"]

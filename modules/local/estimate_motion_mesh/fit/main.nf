@@ -1,5 +1,6 @@
 // medflow estimate-motion-mesh fit: a template heart mesh (LV endo- and epicardium, RV
-// endocardium) fitted to one subject's predicted short-axis cine segmentation and moved
+// endocardium) fitted to one subject's predicted short-axis cine segmentation and its
+// long-axis segmentations (seg_la_2ch / seg_la_4ch of the samplesheet) and moved
 // through the cycle; mesh phenotypes (volumes, LVEF, LV mass, RVEF, strain, wall
 // thickness) and QC in <prefix>_<role>_phenotypes.parquet. A per-subject optimisation on
 // CPU (--threads from task.cpus); no GPU label until the learned predict mode exists.
@@ -8,7 +9,7 @@ process ESTIMATE_MOTION_MESH_FIT {
     label 'process_medium'
 
     input:
-    tuple val(meta), path(seg)
+    tuple val(meta), path(seg), path(long_axis)
 
     output:
     tuple val(meta), path("${prefix}_${meta.role}_phenotypes.parquet"),   emit: phenotypes
@@ -25,9 +26,15 @@ process ESTIMATE_MOTION_MESH_FIT {
     script:
     def args = task.ext.args ?: ''
     prefix   = task.ext.prefix ?: "${meta.id}"
+    // one flag per long-axis segmentation, named by its samplesheet column (meta.la_roles)
+    def files = long_axis instanceof List ? long_axis : [long_axis]
+    def views = [meta.la_roles, files].transpose()
+        .collect { role, file -> "--${role.replace('seg_', '').replace('_', '-')} ${file}" }
+        .join(' ')
     """
     medflow estimate-motion-mesh fit \\
         --sa ${seg} \\
+        ${views} \\
         --out . \\
         --prefix ${prefix}_${meta.role} \\
         --threads ${task.cpus} \\

@@ -30,6 +30,8 @@ SUBJECT, COHORT = "subject", "cohort"
 
 #: Roles the train stage learns from when the pipeline trains (``--train``).
 TRAIN_IMAGE_ROLE, TRAIN_LABEL_ROLE = "sa", "seg_sa"
+#: Samplesheet columns of the long-axis cine segmentations the motion stage reads.
+LONG_AXIS_ROLES = ("seg_la_2ch", "seg_la_4ch")
 
 
 @dataclass(frozen=True)
@@ -212,15 +214,16 @@ STAGES: tuple[Stage, ...] = (
         table="clusters.parquet",
     ),
     # estimate-motion-mesh: a template heart mesh fitted to each subject's predicted
-    # short-axis segmentation (the segment stage's) and moved through the cycle; LV/RV
-    # volumes, LVEF, LV mass, strain and wall thickness from the closed surfaces are the
-    # plain phenotype columns of cohort.parquet, beside the voxel-counting *_voxel twins.
-    # Short axis only: the pipeline segments no long-axis view yet (plan.motion_task).
+    # short-axis segmentation (the segment stage's) and its long-axis segmentations (the
+    # samplesheet's seg_la_2ch / seg_la_4ch: the pipeline segments no long-axis view yet;
+    # a subject with neither is skipped, plan.motion_task) and moved through the cycle;
+    # LV/RV volumes, LVEF, LV mass, strain and wall thickness from the closed surfaces are
+    # the plain phenotype columns of cohort.parquet, beside the voxel-counting *_voxel twins.
     Stage(
         name="motion",
         command=("estimate-motion-mesh", "fit"),
         scope=SUBJECT,
-        inputs=("segment:seg",),
+        inputs=("segment:seg", "samplesheet:seg_la_2ch", "samplesheet:seg_la_4ch"),
         outputs={"phenotypes": "{subject}_{role}_phenotypes.parquet",
                  "frames": "{subject}_{role}_frames.parquet",
                  "vertices": "{subject}_{role}_vertices.parquet",
