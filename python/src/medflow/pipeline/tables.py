@@ -244,9 +244,9 @@ def collect(results: Path, status: dict[str, str], samplesheet: Path | None = No
     truth = _truth_table(samplesheet, ok)
     if truth is not None:
         cohort = _beside(cohort.merge(truth, on="subject", how="left"))
-    strain = _truth_table(samplesheet, ok, motion_table.STRAIN_TRUTH_COLUMNS)
-    if tables["motion"] is not None and strain is not None:
-        cohort = cohort.merge(strain, on="subject", how="left")
+    if tables["motion"] is not None:  # true strain and wall thickness, beside the mesh's
+        strain = _truth_table(samplesheet, ok, motion_table.STRAIN_TRUTH_COLUMNS)
+        cohort = cohort if strain is None else cohort.merge(strain, on="subject", how="left")
     suggestions = results / "annotate" / get_stage("annotate").outputs["suggestions"]
     if suggestions.exists():  # the annotate stage: where each subject stands in the list
         ranked = pd.read_csv(suggestions).drop_duplicates("subject")
