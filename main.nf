@@ -18,6 +18,7 @@ include { SUPER_RESOLVE_TRAIN_PRIOR as TRAIN_PRIOR } from './modules/local/super
 include { SUPER_RESOLVE_PREDICT as SUPERRES   } from './modules/local/super_resolve/predict/main'
 include { SUGGEST_ANNOTATION_RANK as ANNOTATE } from './modules/local/suggest_annotation/rank/main'
 include { CLUSTER_UNSUPERVISED_ASSIGN as CLUSTER } from './modules/local/cluster_unsupervised/assign/main'
+include { ESTIMATE_MOTION_MESH_FIT as MOTION } from './modules/local/estimate_motion_mesh/fit/main'
 
 // The image role(s) a model segments, in channel order: --segment_roles, else its model card
 def modelRoles(model) {
@@ -207,6 +208,28 @@ workflow {
             ]
         }
     CLUSTER(ch_cluster, params.cluster_model ? file(params.cluster_model, checkIfExists: true) : [])
+
+    // motion (only with --motion): the template mesh fitted to each subject's predicted
+    // short-axis segmentation and the long-axis segmentations of its samplesheet row
+    // (seg_la_2ch / seg_la_4ch; the pipeline segments no long-axis view yet); a subject
+    // without one is left out, as the local runner skips it
+    if (params.motion && model != null) {
+        ch_long_axis = PREPROCESS.out.image
+            .filter { meta, label -> meta.role in ['seg_la_2ch', 'seg_la_4ch'] }
+            .map { meta, label -> [meta.id, meta.role, label] }
+            .groupTuple()
+        ch_motion = SEGMENT.out.seg
+            .map { meta, seg -> [meta.id, meta, seg] }
+            .join(ch_long_axis)
+            .map { subject, meta, seg, la_roles, labels ->
+                def order = la_roles.withIndex().sort { a, b -> a[0] <=> b[0] }*.getAt(1)
+                [meta + [la_roles: order.collect { i -> la_roles[i] }], seg,
+                 order.collect { i -> labels[i] }]
+            }
+        MOTION(ch_motion)
+    } else if (params.motion) {
+        log.warn "medflow: --motion needs a segmentation (--model or --train): no motion stage"
+    }
 
     // Tool versions of every task that ran, to pipeline_info/ (trace, report, timeline and
     // the DAG are configured in nextflow.config)

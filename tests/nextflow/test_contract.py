@@ -106,6 +106,7 @@ def placeholder_values(tmp_path, kind, device):
         "meta.image_role": "sa", "meta.label_role": "seg_sa",
         "seg": str(files["seg.nii.gz"]), "prior": str(model),
         "budget": "--budget 5%",
+        "views": f"--la-4ch {files['label.nii.gz']}",  # motion: the long-axis flags
     }
 
 

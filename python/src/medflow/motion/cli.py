@@ -60,6 +60,13 @@ def _roles(pairs: tuple[str, ...]) -> dict[str, str]:
     return roles
 
 
+def _env_threads() -> int:
+    import os
+
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else 2
+
+
 @click.group("estimate-motion-mesh")
 @verbosity_options
 def estimate_motion_mesh() -> None:
@@ -83,8 +90,9 @@ def estimate_motion_mesh() -> None:
               help="B-spline motion evaluations per frame [default: 15 for 50 frames, up "
                    "to 30 for short cines].")
 @jobs_option
-@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
-              help="CPU threads per subject.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads per subject [default: OMP_NUM_THREADS when set (as the "
+                   "pipeline sets it per task), else 2].")
 @device_option
 @seed_option
 @verbosity_options
@@ -104,6 +112,7 @@ def fit_cmd(sa, la_2ch, la_4ch, out, prefix, samplesheet, outdir, roles, iterati
     from medflow.motion.workflow import fit_batch, fit_files
 
     single = _check_mode(sa, out, samplesheet, outdir)
+    threads = threads or _env_threads()
     resolve_device(device)  # the per-subject fit runs on CPU; checked for the contract
     opts = FitOptions() if iterations is None else FitOptions(frame_iterations=iterations)
     if single:

@@ -63,7 +63,30 @@ def _read(path: Path, name: str) -> View:
     if unknown:
         raise InvalidDataError(f"unknown labels {unknown} in {name} (expected UK Biobank "
                                f"labels 0-3, atria 4-5)", path)
-    return View(name, data.astype(np.uint8, copy=False), vol.affine)
+    data, affine = slices_last(data, np.asarray(vol.affine, np.float64))
+    return View(name, data.astype(np.uint8, copy=False), affine)
+
+
+def slices_last(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The label map with its slice axis third, as the fit reads planes (slice k = [:, :, k]).
+
+    A stack reoriented to RAS (e.g. by ``preprocess``, as the Nextflow pipeline segments
+    it) may hold its slices on any axis. The slice axis is the one of a single voxel (a
+    long-axis image), else the coarsest; the axes are rotated cyclically with the
+    affine's columns, so world positions and handedness are unchanged.
+
+    Args:
+        data: (X, Y, Z, T) labels; affine: (4, 4) voxel -> world mm.
+    """
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    single = [a for a in range(3) if data.shape[a] == 1]
+    axis = single[0] if single else int(np.argmax(spacing))
+    if axis == 2 or (not single and spacing[axis] <= spacing[2]):
+        return data, affine
+    order = [(axis + 1) % 3, (axis + 2) % 3, axis]
+    out = affine.copy()
+    out[:3, :3] = affine[:3, order]
+    return np.transpose(data, (*order, 3)), out
 
 
 def _cuts_stack(la: View, sa: View) -> bool:

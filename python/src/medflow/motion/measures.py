@@ -98,8 +98,12 @@ def quality(row: dict, per_frame: dict, sa_ed_labels: np.ndarray, residual_mm: d
     """QC columns: ``qc_pass`` and ``qc_reasons`` (``"; "``-joined), from the ukbb_cardiac
     short-axis rules on the ED segmentation, the mesh volume curves, the plausibility
     ranges, the fit residual per view (``fit_rms_<view>_mm`` > 3 mm) and a wall cell
-    whose volume collapses or inverts (ratio to ED < 0.25: the mesh folds)."""
+    whose volume collapses or inverts (ratio to ED < 0.25: the mesh folds); a fit without
+    a long-axis view is flagged (it misses the base: on the demo cohort's true labels LVEF
+    6.9 points low on average, benchmarks/motion/README.md)."""
     reasons = [f"short axis: {r}" for r in short_axis_qc(sa_ed_labels)]
+    if not set(residual_mm) - {"sa"}:
+        reasons.append("short axis only: no long-axis view shows the base")
     reasons += volume_curve_reasons(per_frame["lv_ml"], "LV", row["ed_frame"])
     reasons += volume_curve_reasons(per_frame["rv_ml"], "RV", row["ed_frame"])
     reasons += plausibility_reasons(row)

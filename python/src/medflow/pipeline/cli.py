@@ -40,9 +40,13 @@ def _stages(ctx, param, value: str | None) -> tuple[str, ...]:
 @click.option("--train-prior", is_flag=True,
               help="Train the superres shape prior on the subjects that have gt_ed and gt_es "
                    "first (<outdir>/train_prior/prior) and run the superres stage with it.")
+@click.option("--motion", is_flag=True,
+              help="Run the motion stage: a 3D mesh fitted to each subject's predicted "
+                   "short-axis cine segmentation (estimate-motion-mesh fit; mesh phenotypes, "
+                   "strain and QC in cohort.parquet). Cardiac cines only; ~1 s CPU a frame.")
 @click.option("--stages", callback=_stages, metavar="NAME[,NAME...]",
               help="Run only these stages: preprocess, train, segment, uncertainty, "
-                   "train_prior, superres, annotate, cluster.")
+                   "train_prior, superres, annotate, cluster, motion.")
 @click.option("--cluster-model", type=click.Path(path_type=Path),
               help="Model folder written by 'cluster-unsupervised train' for the cluster "
                    "stage [default: a small one trained on the cohort in the stage].")
@@ -54,7 +58,7 @@ def _stages(ctx, param, value: str | None) -> tuple[str, ...]:
 @device_option
 @seed_option
 @verbosity_options
-def pipeline(input_, outdir, model, train, superres_model, train_prior, stages,
+def pipeline(input_, outdir, model, train, superres_model, train_prior, motion, stages,
              cluster_model, resume, annotate_budget, jobs, device, seed) -> None:
     """Run the pipeline (preprocess, segment, score uncertainty, cluster) over a samplesheet.
 
@@ -75,6 +79,8 @@ def pipeline(input_, outdir, model, train, superres_model, train_prior, stages,
       medflow pipeline --input samplesheet.csv --outdir results --model model --resume
       medflow pipeline --input demo/cohort/samplesheet.csv --outdir demo/results --train \
           --train-prior --jobs 2
+      medflow pipeline --input demo/cohort/samplesheet.csv --outdir demo/results --train \
+          --motion --stages preprocess,train,segment,motion --jobs 2
     """
     from tqdm import tqdm
 
@@ -88,7 +94,8 @@ def pipeline(input_, outdir, model, train, superres_model, train_prior, stages,
         raise click.UsageError("give --superres-model or --train-prior, not both")
     opts = Options(input_, outdir, model, train, stages, jobs, resume, device, seed,
                    superres_model=superres_model, train_prior=train_prior,
-                   annotate_budget=annotate_budget, cluster_model=cluster_model)
+                   annotate_budget=annotate_budget, cluster_model=cluster_model,
+                   motion=motion)
     if model is None and not train and "segment" in [s.name for s in selected_stages(opts)]:
         raise click.UsageError("the segment stage needs --model DIR or --train")
     with tqdm(total=0, desc="pipeline", unit="task", file=sys.stderr,

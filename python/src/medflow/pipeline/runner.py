@@ -48,6 +48,7 @@ class Options:
     train_prior: bool = False  # train the shape prior in this run (train_prior stage)
     annotate_budget: str = "10%"      # the annotate stage's --budget
     cluster_model: Path | None = None  # the cluster stage's model (None: trained in the stage)
+    motion: bool = False  # run the motion stage (estimate-motion-mesh fit)
 
 
 @dataclass
@@ -106,6 +107,8 @@ def selected_stages(opts: Options) -> list[Stage]:
         if stage.only_with == "train_prior" and not opts.train_prior:
             continue
         if stage.only_with == "prior" and not (opts.superres_model or opts.train_prior):
+            continue
+        if stage.only_with == "motion" and not opts.motion:
             continue
         if opts.stages and stage.name not in opts.stages:
             continue

@@ -30,6 +30,8 @@ SUBJECT, COHORT = "subject", "cohort"
 
 #: Roles the train stage learns from when the pipeline trains (``--train``).
 TRAIN_IMAGE_ROLE, TRAIN_LABEL_ROLE = "sa", "seg_sa"
+#: Samplesheet columns of the long-axis cine segmentations the motion stage reads.
+LONG_AXIS_ROLES = ("seg_la_2ch", "seg_la_4ch")
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,8 @@ class Stage:
             ``{image}``/``{label}`` in a column name are the role names.
         only_with: the runner option that turns the stage on (``"train"``: only with
             ``--train``; ``"train_prior"``: only with ``--train-prior``; ``"prior"``: only
-            with a shape prior, ``--superres-model`` or ``--train-prior``); None: the stage
-            always runs.
+            with a shape prior, ``--superres-model`` or ``--train-prior``; ``"motion"``:
+            only with ``--motion``); None: the stage always runs.
     """
 
     name: str
@@ -212,6 +214,30 @@ STAGES: tuple[Stage, ...] = (
         args={"image": "--steps 100 --refine-steps 30 --batch 32 --k-columns"},
         resource_label="process_medium",
         table="clusters.parquet",
+    ),
+    # estimate-motion-mesh: a template heart mesh fitted to each subject's predicted
+    # short-axis segmentation (the segment stage's) and its long-axis segmentations (the
+    # samplesheet's seg_la_2ch / seg_la_4ch: the pipeline segments no long-axis view yet;
+    # a subject with neither is skipped, plan.motion_task) and moved through the cycle;
+    # LV/RV volumes, LVEF, LV mass, strain and wall thickness from the closed surfaces are
+    # the plain phenotype columns of cohort.parquet, beside the voxel-counting *_voxel twins.
+    Stage(
+        name="motion",
+        command=("estimate-motion-mesh", "fit"),
+        scope=SUBJECT,
+        inputs=("segment:seg", "samplesheet:seg_la_2ch", "samplesheet:seg_la_4ch"),
+        outputs={"phenotypes": "{subject}_{role}_phenotypes.parquet",
+                 "frames": "{subject}_{role}_frames.parquet",
+                 "vertices": "{subject}_{role}_vertices.parquet",
+                 "displacements": "{subject}_{role}_displacements.npy",
+                 "meshes": "{subject}_{role}_meshes",
+                 "sidecar": "{subject}_{role}_motion.json"},
+        # The fit is a per-subject optimisation on CPU (about 1 s CPU per frame);
+        # process_gpu waits for the learned `predict` mode. Only with --motion: cardiac
+        # cines only, and about 50 s CPU per 50-frame subject.
+        resource_label="process_medium",
+        table="motion.parquet",
+        only_with="motion",
     ),
 )
 

@@ -119,14 +119,15 @@ def cardiac_row(frames: np.ndarray, spacing, lv: int = 1, myo: int = 2, rv: int 
     return row
 
 
-def truth_row(path) -> dict:
+def truth_row(path, columns: dict[str, str] = TRUTH_COLUMNS) -> dict:
     """The true phenotypes of a synthetic subject (``truth.json``) as cohort columns
-    (:data:`TRUTH_COLUMNS`); empty when the file is absent or has none of them."""
+    (``columns``: truth key -> column, :data:`TRUTH_COLUMNS` by default); empty when the
+    file is absent or has none of them."""
     try:
         truth = json.loads(Path(path).read_text())
     except (OSError, ValueError, TypeError):
         return {}
-    return {col: round(float(truth[key]), 3) for key, col in TRUTH_COLUMNS.items()
+    return {col: round(float(truth[key]), 3) for key, col in columns.items()
             if isinstance(truth.get(key), (int, float))}
 
 
@@ -197,8 +198,8 @@ def _stage_table(results: Path, stage: str, subjects: list[str], make) -> pd.Dat
 
 def collect(results: Path, status: dict[str, str], samplesheet: Path | None = None
             ) -> pd.DataFrame:
-    """Write ``preprocess.parquet``, ``segment.parquet``, ``superres.parquet`` and
-    ``cohort.parquet``.
+    """Write ``preprocess.parquet``, ``segment.parquet``, ``superres.parquet``,
+    ``motion.parquet`` and ``cohort.parquet``.
 
     Args:
         results: the results folder.
@@ -212,9 +213,12 @@ def collect(results: Path, status: dict[str, str], samplesheet: Path | None = No
     """
     ok = [s for s, st in status.items() if st == "ok"]
     cohort = pd.DataFrame({"subject": list(status), "status": list(status.values())})
+    from medflow.pipeline import motion_table
+
     tables = {"preprocess": _stage_table(results, "preprocess", ok, preprocess_rows),
               "segment": _stage_table(results, "segment", ok, segment_rows),
-              "superres": _stage_table(results, "superres", ok, superres_rows)}
+              "superres": _stage_table(results, "superres", ok, superres_rows),
+              "motion": _stage_table(results, "motion", ok, motion_table.motion_rows)}
     with atomic_outputs() as out:
         for stage, table in tables.items():
             if table is not None:
@@ -230,6 +234,9 @@ def collect(results: Path, status: dict[str, str], samplesheet: Path | None = No
         cohort = cohort.merge(seg, on="subject", how="left")
     if tables["superres"] is not None:
         cohort = cohort.merge(superres_columns(tables["superres"]), on="subject", how="left")
+    if tables["motion"] is not None:  # mesh phenotypes (plain names) beside the _voxel ones
+        cohort = cohort.merge(motion_table.motion_columns(tables["motion"]), on="subject",
+                              how="left")
     scores = results / "uncertainty" / get_stage("uncertainty").table
     if scores.exists():
         qu = read_table(scores).rename(columns={"score": "uncertainty_score"})
@@ -237,6 +244,9 @@ def collect(results: Path, status: dict[str, str], samplesheet: Path | None = No
     truth = _truth_table(samplesheet, ok)
     if truth is not None:
         cohort = _beside(cohort.merge(truth, on="subject", how="left"))
+    if tables["motion"] is not None:  # true strain and wall thickness, beside the mesh's
+        strain = _truth_table(samplesheet, ok, motion_table.STRAIN_TRUTH_COLUMNS)
+        cohort = cohort if strain is None else cohort.merge(strain, on="subject", how="left")
     suggestions = results / "annotate" / get_stage("annotate").outputs["suggestions"]
     if suggestions.exists():  # the annotate stage: where each subject stands in the list
         ranked = pd.read_csv(suggestions).drop_duplicates("subject")
@@ -251,8 +261,10 @@ def collect(results: Path, status: dict[str, str], samplesheet: Path | None = No
     return cohort
 
 
-def _truth_table(samplesheet: Path | None, subjects: list[str]) -> pd.DataFrame | None:
-    """subject + true phenotype columns, from the samplesheet's ``truth`` files."""
+def _truth_table(samplesheet: Path | None, subjects: list[str],
+                 columns: dict[str, str] = TRUTH_COLUMNS) -> pd.DataFrame | None:
+    """subject + true phenotype columns (``columns``), from the samplesheet's ``truth``
+    files."""
     if samplesheet is None or not Path(samplesheet).exists():
         return None
     from medflow.io.samplesheet import load_samplesheet
@@ -260,8 +272,8 @@ def _truth_table(samplesheet: Path | None, subjects: list[str]) -> pd.DataFrame 
     sheet = load_samplesheet(samplesheet, check_files=False)
     if "truth" not in sheet:
         return None
-    rows = [{"subject": s, **truth_row(t)} for s, t in zip(sheet["subject"], sheet["truth"])
-            if s in subjects and t]
+    rows = [{"subject": s, **truth_row(t, columns)}
+            for s, t in zip(sheet["subject"], sheet["truth"]) if s in subjects and t]
     table = pd.DataFrame(rows)
     return table if len(table.columns) > 1 else None
 

@@ -144,3 +144,19 @@ def measured_vs_true(table: pd.DataFrame, pairs: list[tuple[str, str]], path: Pa
             ax.tick_params(labelsize=7)
     fig.suptitle("measured against truth.json", fontsize=9)
     return _save(fig, path)
+
+
+def volume_curves(frames: pd.DataFrame, path: Path) -> Path:
+    """LV (left) and RV (right) cavity volume (mL) against frame, one line per subject
+    (columns ``subject``, ``frame``, ``lv_ml``, ``rv_ml``)."""
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3), squeeze=False)
+    for ax, col, title in zip(axes[0], ("lv_ml", "rv_ml"), ("LV cavity", "RV cavity")):
+        for i, (subject, part) in enumerate(frames.groupby("subject", sort=True)):
+            ax.plot(part["frame"], part[col], lw=1, color=COLOURS[i % len(COLOURS)],
+                    label=subject)
+        ax.set_title(f"{title} (mL)", fontsize=8)
+        ax.set_xlabel("frame", fontsize=7)
+        ax.tick_params(labelsize=7)
+    if frames["subject"].nunique() <= 12:
+        axes[0, 1].legend(fontsize=6)
+    return _save(fig, path)

@@ -15,6 +15,7 @@ from medflow.io.atomic import atomic_path
 from medflow.io.paths import source_file
 from medflow.io.tables import read_table
 from medflow.pipeline.stages import get_stage
+from medflow.report.motion import motion_section
 from medflow.report.superres import superres_section
 
 MAX_ROWS = 200      # a 100,000-subject cohort is read in Parquet, not in a web page
@@ -273,7 +274,8 @@ def render_report(results: Path) -> Path:
              *_segment_section(results, report, cohort), *_truth_section(report, cohort),
              *_uncertainty_section(results, report),
              *superres_section(results, report, _table), *_annotate_section(results, report),
-             *_cluster_section(results, report)]
+             *_cluster_section(results, report),
+             *motion_section(results, report, cohort, _table, _img)]
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>medflow report</title><style>{STYLE}</style></head><body>\n"
             + "\n".join(parts) + "\n</body></html>\n")
