@@ -12,6 +12,13 @@ Run (reduced setting first):
         --augment standard --tag std
     python benchmarks/segment/cardiac_accuracy.py --workdir /tmp/cardiac --contrast gre \
         --tag gre
+Robustness (issue 18): ``--artefacts`` also tests the in-domain test subjects corrupted by
+motion, ghosting, spike, bias field and noise (``robustness.py``: Dice per artefact and its
+drop from clean); ``--calibrate temperature,local`` fits each calibrator on the model's
+validation subjects and reports top-label ECE, uncalibrated and per calibrator, on the
+shifted contrast (with ``--domain-shift``, else in domain), with reliability diagrams:
+    python benchmarks/segment/cardiac_accuracy.py --workdir /tmp/cardiac --model DIR \
+        --domain-shift --artefacts --calibrate temperature,local --tag gin
 Architecture: train's plan from the data unless --patch / --channels / --extra say
 otherwise (the pre-planning setting was --patch 96,96,16 --channels 8 --extra "--levels 4").
 Every step calls the medflow command line, so the numbers are what a user gets.
@@ -138,6 +145,11 @@ def main() -> None:
                     '--predict-extra "--no-ventricle-anatomy"')
     ap.add_argument("--extra", default="", help='more train options, one string: '
                     '--extra "--temporal-context ed"')
+    ap.add_argument("--artefacts", action="store_true",
+                    help="also test on the in-domain test subjects with each MR artefact")
+    ap.add_argument("--calibrate", default="", help="comma-separated calibrate methods "
+                    "(temperature,local): ECE uncalibrated and calibrated")
+    ap.add_argument("--calibrate-extra", default="", help="more calibrate options, one string")
     a = ap.parse_args()
     a.workdir.mkdir(parents=True, exist_ok=True)
     home = cohort(a.workdir, a.contrast)
@@ -167,8 +179,10 @@ def main() -> None:
     for name, sheet in tests.items():
         res = a.workdir / f"pred_{a.tag}_{name}"
         t0 = time.perf_counter()
+        # with --calibrate these are the uncalibrated probabilities ECE is compared against
+        probs = ["--save-probabilities", "--no-calibration"] if a.calibrate else []
         medflow("segment-cascaded", "predict", "--model", str(model), "--samplesheet",
-                str(sheet), "--outdir", str(res), *shlex.split(a.predict_extra))
+                str(sheet), "--outdir", str(res), *probs, *shlex.split(a.predict_extra))
         rows = subject_rows(sheet, res)
         report["tests"][name] = {"predict_s": round(time.perf_counter() - t0, 1),
                                  **summary(rows)}
@@ -176,8 +190,56 @@ def main() -> None:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
+    if a.artefacts:
+        report["artefacts"] = artefact_rows(a, model, tests[a.contrast],
+                                            report["tests"][a.contrast]["dice"])
+    if a.calibrate:
+        name = [n for n in tests if n != a.contrast][0] if a.domain_shift else a.contrast
+        report["calibration"] = {name: calibration_rows(a, model, train, tests[name], name)}
     print(json.dumps(report, indent=1))
     (a.workdir / f"report_{a.tag}.json").write_text(json.dumps(report, indent=1))
+
+
+def artefact_rows(a, model: Path, sheet: Path, clean: dict) -> dict:
+    """Dice per artefact of the suite and its drop from the clean test (per class, mean)."""
+    from robustness import artefact_sheets
+
+    out = {}
+    for kind, corrupted in artefact_sheets(sheet, a.workdir).items():
+        res = a.workdir / f"pred_{a.tag}_{kind}"
+        medflow("segment-cascaded", "predict", "--model", str(model), "--samplesheet",
+                str(corrupted), "--outdir", str(res), *shlex.split(a.predict_extra))
+        dice = summary(subject_rows(corrupted, res))["dice"]
+        drop = {n: round(clean[n] - dice[n], 4) for n in dice}
+        out[kind] = {"dice": dice, "drop": drop,
+                     "mean_drop": round(float(np.mean(list(drop.values()))), 4)}
+    out["mean_drop_over_artefacts"] = round(float(np.mean([v["mean_drop"]
+                                                           for v in out.values()])), 4)
+    return out
+
+
+def calibration_rows(a, model: Path, train: Path, sheet: Path, name: str) -> dict:
+    """ECE of the uncalibrated probabilities (the test loop's) and of each calibrator."""
+    from robustness import calibrated_models, ece_report, reliability_png
+
+    methods = [m.strip() for m in a.calibrate.split(",") if m.strip()]
+    models = calibrated_models(medflow, model, train, a.workdir, a.tag, methods,
+                               shlex.split(a.calibrate_extra))
+    reports = {"uncalibrated": ece_report(sheet, a.workdir / f"pred_{a.tag}_{name}")}
+    for method, path in models.items():
+        res = a.workdir / f"pred_{a.tag}_{name}_{method}"
+        t0, c0 = time.perf_counter(), _child_cpu()
+        medflow("segment-cascaded", "predict", "--model", str(path), "--samplesheet",
+                str(sheet), "--outdir", str(res), "--save-probabilities",
+                *shlex.split(a.predict_extra))
+        reports[method] = {**ece_report(sheet, res),
+                           "dice": summary(subject_rows(sheet, res))["dice"],
+                           "predict_s": round(time.perf_counter() - t0, 1),
+                           "predict_cpu_s": round(_child_cpu() - c0, 1),
+                           "fit": json.loads((path / "model.json").read_text())["calibration"]}
+    reliability_png(reports, a.workdir / f"reliability_{a.tag}_{name}.png",
+                    f"{name} test, {a.tag}")
+    return reports
 
 
 def _child_cpu() -> float:

@@ -204,3 +204,14 @@ def test_validation_without_labels_is_refused(runner, tiny_model, cohort, tmp_pa
         assert str(sheet_path.name) in res.output
     assert not (model / CALIBRATION).exists()
     assert "calibration" not in json.loads((model / "model.json").read_text())
+
+
+def test_spread_frames_keeps_evenly_spaced_frames_per_subject():
+    from types import SimpleNamespace
+
+    from medflow.segment.calibrate import spread_frames
+
+    samples = [SimpleNamespace(subject=s, frame=t) for s in "ab" for t in range(20)]
+    picked = spread_frames(samples, 5)
+    assert [(p.subject, p.frame) for p in picked][:5] == [("a", t) for t in (0, 5, 10, 14, 19)]
+    assert len(picked) == 10 and len(spread_frames(samples[:2], 5)) == 2

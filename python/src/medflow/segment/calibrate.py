@@ -185,10 +185,13 @@ def load_calibrator(model_dir: Path, card: dict) -> Calibrator | None:
 
 def calibrate_model(model, card: dict, model_dir: Path, df, image_roles, label_role,
                     method: str, *, copies: int = 2, max_voxels: int = 20000, epochs: int = 30,
-                    seed: int = 0, device: str = "cpu", samplesheet=None) -> dict:
+                    frames: int = 5, seed: int = 0, device: str = "cpu",
+                    samplesheet=None) -> dict:
     """Fit ``method`` on the labelled subjects of ``df`` and store it in ``model_dir``
     (``calibration.safetensors``, the ``calibration`` entry of ``model.json``, and the
-    sidecar ``calibrate.json``), atomically. Returns the card entry.
+    sidecar ``calibrate.json``), atomically; ``frames`` labelled frames per subject, evenly
+    spaced from the first (cine frames look alike; each costs 5 network passes per copy).
+    Returns the card entry.
 
     Raises:
         InvalidDataError: no labelled voxel in the validation set (65).
@@ -202,7 +205,7 @@ def calibrate_model(model, card: dict, model_dir: Path, df, image_roles, label_r
     cfg = model.cfg
     samples, _, _ = load_training_samples(df, image_roles, label_role, tuple(cfg.labels),
                                           tuple(cfg.spacing), tuple(cfg.context_frames))
-    samples = [s for s in samples if s.classes.any()]
+    samples = spread_frames([s for s in samples if s.classes.any()], frames)
     if not samples:
         raise InvalidDataError(f"no labelled voxel in the validation set (column "
                                f"'{label_role}' holds background only)", samplesheet)
@@ -216,7 +219,7 @@ def calibrate_model(model, card: dict, model_dir: Path, df, image_roles, label_r
              "perturbations": [list(p) for p in PERTURBATIONS],
              "validation": {"subjects": sorted({s.subject for s in samples}),
                             "frames": len(samples), "gin_copies": copies, **report}}
-    params = {"method": method, "copies": copies, "max_voxels": max_voxels,
+    params = {"method": method, "copies": copies, "max_voxels": max_voxels, "frames": frames,
               "epochs": epochs, "seed": seed, "device": device}
     with atomic_outputs() as out:
         save_calibrator(out.path(Path(model_dir) / CALIBRATION), cal, weights)
@@ -227,3 +230,15 @@ def calibrate_model(model, card: dict, model_dir: Path, df, image_roles, label_r
                                 timer, calibration=entry),
                    out.path(Path(model_dir) / "calibrate.json"))
     return entry
+
+
+def spread_frames(samples, n: int) -> list:
+    """At most ``n`` samples per subject, evenly spaced over its frames (first included)."""
+    by_subject: dict[str, list] = {}
+    for s in samples:
+        by_subject.setdefault(s.subject, []).append(s)
+    out = []
+    for group in by_subject.values():
+        picks = np.unique(np.linspace(0, len(group) - 1, min(n, len(group))).round())
+        out += [group[int(i)] for i in picks]
+    return out

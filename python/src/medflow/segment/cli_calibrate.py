@@ -28,13 +28,15 @@ from medflow.options import device_option, resolve_device, seed_option, verbosit
                    "clean one.")
 @click.option("--max-voxels", type=click.IntRange(min=100), default=20000, show_default=True,
               help="Voxels sampled per frame and copy (around the heart).")
+@click.option("--frames", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Labelled frames per validation subject, evenly spaced over a cine.")
 @click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True,
               help="Passes over the voxels when fitting the local network.")
 @device_option
 @seed_option
 @verbosity_options
 def calibrate_cmd(model_dir, samplesheet, method, image_role, label_role, copies, max_voxels,
-                  epochs, device, seed) -> None:
+                  frames, epochs, device, seed) -> None:
     """Fit a calibrator on labelled validation data and store it with the model
     (calibration.safetensors, a 'calibration' entry in model.json naming the weights'
     checksum, calibrate.json). predict then uses it unless --no-calibration.
@@ -66,6 +68,7 @@ def calibrate_cmd(model_dir, samplesheet, method, image_role, label_role, copies
     with oom_is_transient():
         entry = calibrate_model(model, card, model_dir, df, roles, label_role, method,
                                 copies=copies, max_voxels=max_voxels, epochs=epochs,
+                                frames=frames,
                                 seed=seed, device=dev, samplesheet=samplesheet)
     v = entry["validation"]
     after = v.get("ece_local", v["ece_temperature"])
