@@ -37,6 +37,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import robustness
 
 from medflow.cardiac import voxel_phenotypes
 from medflow.pipeline.tables import cardiac_row
@@ -150,6 +151,10 @@ def main() -> None:
     ap.add_argument("--calibrate", default="", help="comma-separated calibrate methods "
                     "(temperature,local): ECE uncalibrated and calibrated")
     ap.add_argument("--calibrate-extra", default="", help="more calibrate options, one string")
+    ap.add_argument("--eval-frames", default="ed,es", help="frames of each test cine the "
+                    "artefact and calibration tests use (ed, es, or frame numbers)")
+    ap.add_argument("--robustness-only", action="store_true",
+                    help="skip the whole-cine tests (only --artefacts / --calibrate)")
     a = ap.parse_args()
     a.workdir.mkdir(parents=True, exist_ok=True)
     home = cohort(a.workdir, a.contrast)
@@ -176,13 +181,11 @@ def main() -> None:
               "train_cpu_s": round(_child_cpu() - c0, 1), "tests": {},
               "plan": {k: plan.get(k) for k in ("patch", "levels", "channels2",
                                                 "stage1_factor", "given")}}
-    for name, sheet in tests.items():
+    for name, sheet in ({} if a.robustness_only else tests).items():
         res = a.workdir / f"pred_{a.tag}_{name}"
         t0 = time.perf_counter()
-        # with --calibrate these are the uncalibrated probabilities ECE is compared against
-        probs = ["--save-probabilities", "--no-calibration"] if a.calibrate else []
         medflow("segment-cascaded", "predict", "--model", str(model), "--samplesheet",
-                str(sheet), "--outdir", str(res), *probs, *shlex.split(a.predict_extra))
+                str(sheet), "--outdir", str(res), *shlex.split(a.predict_extra))
         rows = subject_rows(sheet, res)
         report["tests"][name] = {"predict_s": round(time.perf_counter() - t0, 1),
                                  **summary(rows)}
@@ -190,56 +193,23 @@ def main() -> None:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
+    if a.artefacts or a.calibrate:
+        report["robustness_frames"] = a.eval_frames
     if a.artefacts:
-        report["artefacts"] = artefact_rows(a, model, tests[a.contrast],
-                                            report["tests"][a.contrast]["dice"])
+        frames = robustness.frame_sheet(tests[a.contrast], a.workdir, a.eval_frames)
+        report["artefacts"] = robustness.artefact_rows(medflow, model, frames, a.workdir,
+                                                       a.tag, shlex.split(a.predict_extra))
     if a.calibrate:
         name = [n for n in tests if n != a.contrast][0] if a.domain_shift else a.contrast
-        report["calibration"] = {name: calibration_rows(a, model, train, tests[name], name)}
+        frames = robustness.frame_sheet(tests[name], a.workdir, a.eval_frames)
+        models = robustness.calibrated_models(medflow, model, train, a.workdir, a.tag,
+                                              a.calibrate.split(","),
+                                              shlex.split(a.calibrate_extra))
+        report["calibration"] = {name: robustness.calibration_rows(
+            medflow, model, models, frames, a.workdir, f"{a.tag}_{name}",
+            shlex.split(a.predict_extra))}
     print(json.dumps(report, indent=1))
     (a.workdir / f"report_{a.tag}.json").write_text(json.dumps(report, indent=1))
-
-
-def artefact_rows(a, model: Path, sheet: Path, clean: dict) -> dict:
-    """Dice per artefact of the suite and its drop from the clean test (per class, mean)."""
-    from robustness import artefact_sheets
-
-    out = {}
-    for kind, corrupted in artefact_sheets(sheet, a.workdir).items():
-        res = a.workdir / f"pred_{a.tag}_{kind}"
-        medflow("segment-cascaded", "predict", "--model", str(model), "--samplesheet",
-                str(corrupted), "--outdir", str(res), *shlex.split(a.predict_extra))
-        dice = summary(subject_rows(corrupted, res))["dice"]
-        drop = {n: round(clean[n] - dice[n], 4) for n in dice}
-        out[kind] = {"dice": dice, "drop": drop,
-                     "mean_drop": round(float(np.mean(list(drop.values()))), 4)}
-    out["mean_drop_over_artefacts"] = round(float(np.mean([v["mean_drop"]
-                                                           for v in out.values()])), 4)
-    return out
-
-
-def calibration_rows(a, model: Path, train: Path, sheet: Path, name: str) -> dict:
-    """ECE of the uncalibrated probabilities (the test loop's) and of each calibrator."""
-    from robustness import calibrated_models, ece_report, reliability_png
-
-    methods = [m.strip() for m in a.calibrate.split(",") if m.strip()]
-    models = calibrated_models(medflow, model, train, a.workdir, a.tag, methods,
-                               shlex.split(a.calibrate_extra))
-    reports = {"uncalibrated": ece_report(sheet, a.workdir / f"pred_{a.tag}_{name}")}
-    for method, path in models.items():
-        res = a.workdir / f"pred_{a.tag}_{name}_{method}"
-        t0, c0 = time.perf_counter(), _child_cpu()
-        medflow("segment-cascaded", "predict", "--model", str(path), "--samplesheet",
-                str(sheet), "--outdir", str(res), "--save-probabilities",
-                *shlex.split(a.predict_extra))
-        reports[method] = {**ece_report(sheet, res),
-                           "dice": summary(subject_rows(sheet, res))["dice"],
-                           "predict_s": round(time.perf_counter() - t0, 1),
-                           "predict_cpu_s": round(_child_cpu() - c0, 1),
-                           "fit": json.loads((path / "model.json").read_text())["calibration"]}
-    reliability_png(reports, a.workdir / f"reliability_{a.tag}_{name}.png",
-                    f"{name} test, {a.tag}")
-    return reports
 
 
 def _child_cpu() -> float:
