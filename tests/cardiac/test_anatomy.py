@@ -9,17 +9,18 @@ from medflow.cardiac import voxel_phenotypes
 from medflow.cardiac.anatomy import enforce_ventricle_anatomy, lv_enclosure
 
 
-def heart_slice(shape=(30, 30), lv_r=5.0, ring=True, rv=True, gap_deg=0.0):
-    """One short-axis slice: LV disc (1), a myocardial ring (2) with an optional gap of
-    ``gap_deg`` degrees (an outflow tract), an RV crescent (3) beside it."""
+def heart_slice(shape=(30, 30), lv_r=5.0, ring=True, rv=True, gap_deg=0.0, wall=2.0):
+    """One short-axis slice: LV disc (1), a myocardial ring (2) ``wall`` pixels thick with
+    an optional gap of ``gap_deg`` degrees (an outflow tract), an RV crescent (3) beside
+    it."""
     x, y = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
     d = np.hypot(x - 12, y - 15)
     angle = np.degrees(np.arctan2(y - 15, x - 12)) % 360
     sl = np.zeros(shape, np.uint8)
     if rv:
-        sl[(np.hypot(x - 12 - lv_r - 5, y - 15) < lv_r + 1) & (d >= lv_r + 2)] = 3
+        sl[(np.hypot(x - 12 - lv_r - 5, y - 15) < lv_r + 1) & (d >= lv_r + wall)] = 3
     if ring:
-        sl[(d >= lv_r) & (d < lv_r + 2) & ~(angle < gap_deg)] = 2
+        sl[(d >= lv_r) & (d < lv_r + wall) & ~(angle < gap_deg)] = 2
     sl[d < lv_r] = 1
     return sl
 
@@ -45,7 +46,7 @@ def test_basal_atrium_at_end_systole_is_removed_and_the_ventricle_kept():
     assert not (fixed[..., 0, 1] > 0).any()                   # no LV, no RV left there
     assert np.array_equal(fixed[..., 0], lab[..., 0])         # ED frame unchanged
     assert np.array_equal(fixed[..., 1:, 1], lab[..., 1:, 1])  # other ES slices unchanged
-    assert removed == {"lv_voxels": int((atrium == 1).sum()),
+    assert removed == {"lv_voxels": int((atrium == 1).sum()), "myo_voxels": 0,
                        "rv_voxels": int((atrium == 3).sum())}
     # the LVEF this changes, by hand: ED 3 slices of LV, ES 3 (wrong) vs 2 (right)
     spacing = (1.0, 1.0, 10.0)
@@ -60,7 +61,7 @@ def test_outflow_tract_apex_and_a_slice_axis_elsewhere():
     apex = heart_slice(rv=False)                   # LV and myocardium without RV: kept
     lab = np.stack([lvot, apex], -1)
     fixed, removed = enforce_ventricle_anatomy(lab)
-    assert np.array_equal(fixed, lab) and removed == {"lv_voxels": 0, "rv_voxels": 0}
+    assert np.array_equal(fixed, lab) and removed == {"lv_voxels": 0, "myo_voxels": 0, "rv_voxels": 0}
     # the same stack with the slices along axis 0
     moved = np.moveaxis(np.stack([heart_slice(ring=False), apex], -1), 2, 0)
     fixed0, removed0 = enforce_ventricle_anatomy(moved, slice_axis=0)
@@ -73,3 +74,72 @@ def test_bad_shapes_are_refused():
         enforce_ventricle_anatomy(np.zeros((4, 4), np.uint8))
     with pytest.raises(ValueError, match="axis"):
         enforce_ventricle_anatomy(np.zeros((4, 4, 2, 2), np.uint8), slice_axis=3)
+
+
+def stack(*slices):
+    """(X, Y, Z) from (X, Y) slices, base first."""
+    return np.stack(slices, -1)
+
+
+def test_a_thin_ringed_atrium_is_removed_with_its_wall_and_the_right_atrium():
+    """Rule 2: at ES the network rings the atrium with a thin 'myocardium' (the atrial
+    wall); the frame's other slices have a wall three times thicker."""
+    atrium = heart_slice(shape=(40, 40), lv_r=7, wall=1.0)
+    mid = heart_slice(shape=(40, 40), lv_r=4, wall=4.0)
+    lab = stack(atrium, mid, mid, mid)
+    fixed, removed = enforce_ventricle_anatomy(lab, pixel_mm=(1.8, 1.8))
+    assert lv_enclosure(atrium, atrium == 1) == 1.0            # rule 1 alone keeps it
+    assert not (fixed[..., 0] > 0).any()                       # LV, wall and RV gone
+    assert np.array_equal(fixed[..., 1:], lab[..., 1:])
+    assert removed == {"lv_voxels": int((atrium == 1).sum()),
+                       "myo_voxels": int((atrium == 2).sum()),
+                       "rv_voxels": int((atrium == 3).sum())}
+    assert wall_ratio(atrium, mid) < 0.55
+
+
+def wall_ratio(a, b, pixel=(1.8, 1.8)):
+    from medflow.cardiac.anatomy import lv_wall
+    return lv_wall(a, a == 1, pixel)[0] / lv_wall(b, b == 1, pixel)[0]
+
+
+def test_thin_walled_hearts_outflow_tracts_and_short_stacks_are_kept():
+    # a dilated, thin-walled ventricle is thin in every slice: nothing to compare against
+    thin = heart_slice(shape=(40, 40), lv_r=8, wall=1.0)
+    lab = stack(thin, thin, thin, thin)
+    assert np.array_equal(enforce_ventricle_anatomy(lab)[0], lab)
+    # a basal slice at ED: wider cavity, the same wall; an outflow tract a quarter open
+    base = heart_slice(shape=(40, 40), lv_r=7, wall=3.0)
+    lvot = heart_slice(shape=(40, 40), lv_r=7, wall=3.0, gap_deg=90)
+    mid = heart_slice(shape=(40, 40), lv_r=5, wall=3.0)
+    for first in (base, lvot):
+        lab = stack(first, mid, mid, mid)
+        assert np.array_equal(enforce_ventricle_anatomy(lab, pixel_mm=(1.8, 1.8))[0], lab)
+    # fewer than 3 slices with LV: no typical wall, rule 2 does not guess
+    atrium = heart_slice(shape=(40, 40), lv_r=7, wall=1.0)
+    lab = stack(atrium, mid, np.zeros_like(mid))
+    assert np.array_equal(enforce_ventricle_anatomy(lab)[0], lab)
+    # rule 2 switched off
+    lab = stack(atrium, mid, mid, mid)
+    assert np.array_equal(enforce_ventricle_anatomy(lab, min_wall_ratio=0.0)[0], lab)
+
+
+def test_wall_thickness_is_the_annulus_width_in_mm():
+    from medflow.cardiac.anatomy import lv_wall
+    sl = heart_slice(shape=(60, 60), lv_r=10, wall=5.0, rv=False)
+    t1, mask = lv_wall(sl, sl == 1, (1.0, 1.0))
+    t2, _ = lv_wall(sl, sl == 1, (2.0, 2.0))
+    assert t1 == pytest.approx(5.0, abs=0.5) and t2 == pytest.approx(2 * t1)
+    assert mask.sum() == (sl == 2).sum()
+
+
+def test_rv_blood_pool_in_a_slice_without_lv_blood_pool_is_right_atrium():
+    """The base at ES keeps a ring of myocardium but no LV cavity: its RV is the right
+    atrium. A slice with LV blood pool and myocardium keeps its RV."""
+    mid = heart_slice()
+    no_cavity = mid.copy()
+    no_cavity[no_cavity == 1] = 0                     # myocardium and RV, no LV blood pool
+    lab = stack(no_cavity, mid, mid)
+    fixed, removed = enforce_ventricle_anatomy(lab)
+    assert not (fixed[..., 0] == 3).any() and (fixed[..., 0] == 2).any()
+    assert removed["rv_voxels"] == int((no_cavity == 3).sum())
+    assert np.array_equal(fixed[..., 1:], lab[..., 1:])

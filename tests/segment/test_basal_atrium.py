@@ -80,4 +80,5 @@ def test_basal_slice_at_end_systole_holds_no_lv(runner, basal_cohort, tmp_path):
     assert side["ventricle_anatomy"]["applied"] and side["parameters"]["ventricle_anatomy"]
     side_off = json.loads((tmp_path / "seg_off.json").read_text())
     assert side_off["ventricle_anatomy"]["relabelled_background"] == {"lv_voxels": 0,
+                                                                     "myo_voxels": 0,
                                                                      "rv_voxels": 0}

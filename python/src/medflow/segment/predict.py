@@ -169,16 +169,17 @@ def ventricle_labels(cfg, spacing) -> tuple[int, int, int] | None:
 
 
 def apply_ventricle_anatomy(labels: np.ndarray, values: tuple[int, int, int],
-                            background: int = 0):
+                            background: int = 0, pixel_mm: tuple[float, float] = (1.0, 1.0)):
     """:func:`medflow.cardiac.anatomy.enforce_ventricle_anatomy` on a slab (X, Y, Z) of
-    labels with any label values (``values``: LV, myocardium, RV); relabelled voxels get
-    ``background``. Returns (labels, relabelled voxel counts)."""
+    labels with any label values (``values``: LV, myocardium, RV) and in-plane spacing
+    ``pixel_mm``; relabelled voxels get ``background``. Returns (labels, relabelled voxel
+    counts)."""
     from medflow.cardiac.anatomy import enforce_ventricle_anatomy
 
     ukbb = np.zeros_like(labels, dtype=np.uint8)
     for value, code in zip(values, (1, 2, 3)):
         ukbb[labels == value] = code
-    fixed, removed = enforce_ventricle_anatomy(ukbb, slice_axis=2)
+    fixed, removed = enforce_ventricle_anatomy(ukbb, slice_axis=2, pixel_mm=pixel_mm)
     out = labels.copy()
     out[(ukbb > 0) & (fixed == 0)] = background
     return out, removed
@@ -232,7 +233,7 @@ def segment(model: Cascade, channels: list[Volume], label_out, prob_out=None, un
         release_pages(c.data)   # robust_stats read a strided sample of every plane
     counts = {"windows": 0, "stage1_windows": 0}
     rule = ventricle_labels(cfg, first.spacing) if ventricle_anatomy else None
-    removed = {"lv_voxels": 0, "rv_voxels": 0}
+    removed = {"lv_voxels": 0, "myo_voxels": 0, "rv_voxels": 0}
 
     def frame(c: Volume, t: int):
         return c.data if c.data.ndim == 3 else c.data[..., t]
@@ -287,7 +288,7 @@ def segment(model: Cascade, channels: list[Volume], label_out, prob_out=None, un
         if rule is not None:  # after the frame: the rule needs whole slices, not tiles
             box = (slice(None),) * 3 + tix
             labels, found = apply_ventricle_anatomy(np.asarray(label_out[box]), rule,
-                                                    cfg.labels[0])
+                                                    cfg.labels[0], tuple(first.spacing[:2]))
             label_out[box] = labels
             for k, n in found.items():
                 removed[k] += n
