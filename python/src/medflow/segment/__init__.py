@@ -11,6 +11,9 @@ Public API:
                                                stitch.py, windows.py)
     segment, NiftiSink                         one image into output arrays (predict.py)
     save_model, load_model                     safetensors + model.json (modelio.py)
+    Calibrator, fit_global_temperature,        post-hoc calibration: global and local,
+    fit_local, calibrate_model, load_calibrator  perturbation-aware temperature
+                                               (calibration.py, calibrate.py)
 """
 
 from medflow.segment.cascade import Cascade

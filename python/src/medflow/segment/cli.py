@@ -204,12 +204,16 @@ def train_cmd(samplesheet, image_role, label_role, out, epochs, patch, stage1_fa
               help="Cardiac short-axis models: blood pool outside the ventricles (LV not "
                    "ringed by myocardium, e.g. the atrium in the basal slice at end "
                    "systole; RV in a slice without myocardium) becomes background.")
+@click.option("--calibration/--no-calibration", default=True, show_default=True,
+              help="Use the calibrator stored with the model by 'calibrate' (if any) for "
+                   "probabilities, uncertainty and labels.")
 @device_option
 @seed_option
 @verbosity_options
 def predict_cmd(model_dir, inputs, output, probabilities, uncertainty, uncertainty_kind, tta,
                 mc_samples, overlap, max_memory, samplesheet, outdir, image_role,
-                save_probabilities, save_uncertainty, ventricle_anatomy, device, seed) -> None:
+                save_probabilities, save_uncertainty, ventricle_anatomy, calibration, device,
+                seed) -> None:
     """Segment images (3D, or every frame of a 4D cine) with a trained cascade.
 
     \b
@@ -225,6 +229,7 @@ def predict_cmd(model_dir, inputs, output, probabilities, uncertainty, uncertain
     stage 1 runs on windows of the grid it was trained on, stage 2 is stitched slab by slab,
     and a plane too large for the target is cut into tiles (same output).
     """
+    from medflow.segment.calibrate import load_calibrator
     from medflow.segment.infer import return_freed_memory
     from medflow.segment.modelio import load_model
     from medflow.segment.workflow import predict_batch, predict_files
@@ -239,9 +244,12 @@ def predict_cmd(model_dir, inputs, output, probabilities, uncertainty, uncertain
     dev = resolve_device(device)
     return_freed_memory()
     model, card = load_model(model_dir, dev)
+    calibrator = load_calibrator(model_dir, card) if calibration else None
+    if calibrator is not None and calibrator.net is not None:
+        calibrator.net.to(dev)
     options = dict(tta=tta, mc=mc_samples, kind=uncertainty_kind, device=dev, seed=seed,
                    progress=show_progress(), overlap=overlap, max_memory=max_memory,
-                   ventricle_anatomy=ventricle_anatomy)
+                   ventricle_anatomy=ventricle_anatomy, calibrator=calibrator)
     with oom_is_transient():
         if single:
             predict_files(model, card, model_dir, list(inputs), output, probabilities,
@@ -253,3 +261,8 @@ def predict_cmd(model_dir, inputs, output, probabilities, uncertainty, uncertain
                               save_probabilities, save_uncertainty, **options)
             click.echo(f"{outdir}  {n} subject(s)")
 
+
+
+from medflow.segment.cli_calibrate import calibrate_cmd  # noqa: E402 (after the group)
+
+segment_cascaded.add_command(calibrate_cmd)

@@ -75,7 +75,7 @@ class ArraySource:
 
 
 def predict_patch(model: Cascade, src: ArraySource, context, start, tta: int = 1, mc: int = 1,
-                  device: str = "cpu"):
+                  device: str = "cpu", calibrator=None):
     """Mean class probabilities (C, *patch) of one window over its TTA flips x MC-dropout
     draws, and the fraction of draws whose argmax disagrees with the mean's (*patch; None
     for a single draw). Draws are summed as they come, never stacked.
@@ -83,6 +83,8 @@ def predict_patch(model: Cascade, src: ArraySource, context, start, tta: int = 1
     Args:
         context: ``start -> (probs_up, feats_up)``, the stage-1 outputs upsampled onto the
             window (:class:`stitch.Stage1Context`); None for a single-stage model.
+        calibrator: a :class:`calibration.Calibrator` applied to every draw's logits (None:
+            the network's own probabilities).
     """
     patch = model.cfg.patch
     x = src.read(start, patch)[None].to(device)
@@ -96,6 +98,9 @@ def predict_patch(model: Cascade, src: ArraySource, context, start, tta: int = 1
         ff = feats_up.flip(dims) if dims and feats_up is not None else feats_up
         with autocast(device):
             logits = model.forward_stage2(fx, fp, ff)
+            if calibrator is not None:   # z / T; local: T from the perturbed draws too
+                logits = calibrator.apply(
+                    logits, lambda xp, fp=fp, ff=ff: model.forward_stage2(xp, fp, ff), fx)
         del fx, fp, ff
         logits = logits.flip(dims) if dims else logits
         probs = torch.softmax(logits.float(), dim=1)[0].cpu()          # (C, *patch)
@@ -114,7 +119,7 @@ def predict_patch(model: Cascade, src: ArraySource, context, start, tta: int = 1
 @torch.no_grad()
 def predict_regions(model: Cascade, src: ArraySource, on_box, layout: Layout | None = None,
                     tta: int = 1, mc: int = 1, device: str = "cpu", progress=None,
-                    chunk: int = 8) -> dict:
+                    chunk: int = 8, calibrator=None) -> dict:
     """Predict ``src`` tile by tile, calling ``on_box(box, probs, disagreement)`` for each
     finalised z-slab of each tile (``box`` = (x slice, y slice, z slice) of the volume;
     probs (C, *box sizes) float32, disagreement (*box sizes) or None).
@@ -124,6 +129,7 @@ def predict_regions(model: Cascade, src: ArraySource, on_box, layout: Layout | N
         layout: overlaps, stage-1 window and tiles (default: :func:`memory.plan_layout`).
         tta / mc: flips / dropout draws per window (1 = off).
         progress: optional callable advanced by one per stage-2 window.
+        calibrator: see :func:`predict_patch`.
 
     Returns:
         facts for the sidecar: windows run per stage, tiles, overlaps.
@@ -151,7 +157,7 @@ def predict_regions(model: Cascade, src: ArraySource, on_box, layout: Layout | N
             counts["windows"] += 1
             if progress:
                 progress(1)
-            return predict_patch(model, src, ctx, start, tta, mc, device)
+            return predict_patch(model, src, ctx, start, tta, mc, device, calibrator)
 
         for z0, z1, probs, dis in stitch_slabs(one, starts, cfg.patch, weight, region,
                                                src.shape[2], cfg.n_classes, chunk,

@@ -188,7 +188,7 @@ def apply_ventricle_anatomy(labels: np.ndarray, values: tuple[int, int, int],
 def segment(model: Cascade, channels: list[Volume], label_out, prob_out=None, unc_out=None,
             tta: int = 1, mc: int = 1, uncertainty: str = "entropy", device: str = "cpu",
             seed: int = 0, progress=None, layout: Layout | None = None,
-            ventricle_anatomy: bool = True) -> dict:
+            ventricle_anatomy: bool = True, calibrator=None) -> dict:
     """Segment every frame of ``channels`` into the output arrays.
 
     Args:
@@ -204,6 +204,8 @@ def segment(model: Cascade, channels: list[Volume], label_out, prob_out=None, un
             blood pool outside the ventricles as background in the label map (LV not ringed
             by myocardium: the atrium at the base at end systole; :mod:`medflow.cardiac.
             anatomy`). Probabilities and uncertainty stay the network's.
+        calibrator: a :class:`calibration.Calibrator` applied to the stage-2 logits of
+            every window (probabilities, uncertainty and labels then follow it).
 
     Returns:
         facts for the sidecar (frames, resampled or not, windows and tiles, threads).
@@ -256,7 +258,8 @@ def segment(model: Cascade, channels: list[Volume], label_out, prob_out=None, un
                     release_pages(arr)   # written slabs go to the file, not stay resident
 
         def run(src, on_box):
-            facts = predict_regions(model, src, on_box, layout, tta, mc, device, progress)
+            facts = predict_regions(model, src, on_box, layout, tta, mc, device, progress,
+                                    calibrator=calibrator)
             for k in counts:
                 counts[k] += facts[k]
             return facts
@@ -295,4 +298,6 @@ def segment(model: Cascade, channels: list[Volume], label_out, prob_out=None, un
             "uncertainty": uncertainty, **counts, "tiles": facts["tiles"],
             "overlap": facts["overlap"], "stage1_overlap": facts["stage1_overlap"],
             "stage1_window": facts["stage1_window"], "threads": torch.get_num_threads(),
-            "ventricle_anatomy": {"applied": rule is not None, "relabelled_background": removed}}
+            "ventricle_anatomy": {"applied": rule is not None, "relabelled_background": removed},
+            "calibration": None if calibrator is None else {
+                "method": calibrator.method, "temperature": calibrator.temperature}}

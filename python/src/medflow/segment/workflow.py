@@ -187,10 +187,12 @@ def uncertainty_paths(path: Path, regions: dict) -> dict[str, Path]:
 def predict_files(model, card, model_dir, inputs, output, probabilities=None,
                   uncertainty=None, *, tta=1, mc=1, kind="entropy", device="cpu", seed=0,
                   progress=False, overlap=None, max_memory=None,
-                  ventricle_anatomy=True) -> Path:
+                  ventricle_anatomy=True, calibrator=None) -> Path:
     """Read the input channel(s) (uncompressed NIfTI memory-mapped), segment every frame,
     write the label map (and probabilities, uncertainty) atomically with a JSON sidecar.
-    The memory estimate is checked against ``max_memory`` (bytes) before any output."""
+    The memory estimate is checked against ``max_memory`` (bytes) before any output.
+    ``calibrator`` (:func:`calibrate.load_calibrator`) calibrates the probabilities, hence
+    uncertainty and labels; the sidecar names it."""
     from tqdm import tqdm
 
     from medflow.segment.memory import windows_run
@@ -224,16 +226,21 @@ def predict_files(model, card, model_dir, inputs, output, probabilities=None,
         with tqdm(total=windows, disable=not progress, desc="predict", unit="window") as bar:
             facts = segment(model, vols, label.array, prob.array if prob else None,
                             {k: s.array for k, s in unc.items()}, tta, mc, kind, device, seed,
-                            bar.update, layout, ventricle_anatomy)
+                            bar.update, layout, ventricle_anatomy, calibrator)
         for sink in (label, prob, *unc.values()):
             if sink is not None:
                 sink.close()
         timer.mark("predict_s")
         params = {"tta": tta, "mc_samples": mc, "uncertainty_kind": kind, "seed": seed,
                   "device": device, "model": str(model_dir), "overlap": overlap,
-                  "max_memory_bytes": max_memory, "ventricle_anatomy": ventricle_anatomy}
+                  "max_memory_bytes": max_memory, "ventricle_anatomy": ventricle_anatomy,
+                  "calibration": calibrator.method if calibrator is not None else "none"}
         ins = {f"input_{i}": p for i, p in enumerate(inputs)}
         ins["model_weights"] = Path(model_dir) / "model.safetensors"
+        if calibrator is not None:
+            from medflow.segment.calibrate import CALIBRATION
+
+            ins["calibrator"] = Path(model_dir) / CALIBRATION
         extra = {"outputs": {"labels": str(output), "probabilities": probabilities,
                              "uncertainty": [str(p) for p in unc_paths.values()]},
                  "geometry": first.geometry(), "labels": list(cfg.labels),
