@@ -50,11 +50,14 @@ def medflow(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "medflow", *args], check=True)
 
 
-def cohort(workdir: Path, contrast: str) -> Path:
-    out = workdir / contrast
+def cohort(workdir: Path, contrast: str, frames: int | None = None) -> Path:
+    """The 24-subject demo cohort of one contrast (``frames`` per cine: the phantom's default
+    when None; ``make demo`` and issue 16's measurement used 10)."""
+    out = workdir / (contrast if frames is None else f"{contrast}_{frames}f")
     if not (out / "samplesheet.csv").exists():
         medflow("demo-cohort", "--kind", "cardiac", "--subjects", "24", "--seed", "0",
-                "--contrast", contrast, "--out", str(out))
+                "--contrast", contrast, "--out", str(out),
+                *(["--frames", str(frames)] if frames else []))
     return out / "samplesheet.csv"
 
 
@@ -133,6 +136,8 @@ def main() -> None:
     ap.add_argument("--contrast", choices=CONTRASTS, default="ssfp",
                     help="train and test on this contrast (in domain)")
     ap.add_argument("--train-subjects", type=int, default=16, help="first N of 0-15")
+    ap.add_argument("--frames", type=int, default=None,
+                    help="frames per cine [the phantom's default, 20]; make demo uses 10")
     ap.add_argument("--epochs", default="6")
     ap.add_argument("--patch", default=None, help="stage-2 patch [train's plan]")
     ap.add_argument("--channels", default=None, help="stage-2 width [train's plan]")
@@ -157,13 +162,13 @@ def main() -> None:
                     help="skip the whole-cine tests (only --artefacts / --calibrate)")
     a = ap.parse_args()
     a.workdir.mkdir(parents=True, exist_ok=True)
-    home = cohort(a.workdir, a.contrast)
+    home = cohort(a.workdir, a.contrast, a.frames)
     train = subsheet(home, range(a.train_subjects), a.workdir / f"train{a.train_subjects}_"
                      f"{a.contrast}.csv")
     tests = {a.contrast: subsheet(home, range(16, 24), a.workdir / f"test8_{a.contrast}.csv")}
     if a.domain_shift:
         other = [c for c in CONTRASTS if c != a.contrast][0]
-        tests[other] = subsheet(cohort(a.workdir, other), range(16, 24),
+        tests[other] = subsheet(cohort(a.workdir, other, a.frames), range(16, 24),
                                 a.workdir / f"test8_{other}.csv")
     model = a.model or a.workdir / f"model_{a.tag}"
     t0, c0 = time.perf_counter(), _child_cpu()
