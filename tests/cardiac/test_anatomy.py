@@ -143,3 +143,38 @@ def test_rv_blood_pool_in_a_slice_without_lv_blood_pool_is_right_atrium():
     assert not (fixed[..., 0] == 3).any() and (fixed[..., 0] == 2).any()
     assert removed["rv_voxels"] == int((no_cavity == 3).sum())
     assert np.array_equal(fixed[..., 1:], lab[..., 1:])
+
+
+def test_labels_outside_the_heart_are_removed_and_a_shifted_stack_is_kept():
+    """Rule 0: blobs away from the heart (the network's false positives at the chest wall
+    or the image edge) go; slices shifted in-plane by a breath hold stay one heart."""
+    mid = heart_slice(shape=(60, 60), lv_r=5, wall=3.0)
+    shifted = np.roll(mid, (3, -2), axis=(0, 1))           # a 5-6 mm breath-hold shift
+    lab = stack(mid, shifted, mid, mid)
+    blobs = lab.copy()
+    blobs[50:54, 50:55, 1] = 3                              # an "RV" by the image edge
+    blobs[2:4, 50:52, 2:4] = 2                              # "myocardium", two slices
+    blobs[55:57, 2:4, 0] = 1                                # "LV"
+    fixed, removed = enforce_ventricle_anatomy(blobs, pixel_mm=(1.8, 1.8))
+    assert np.array_equal(fixed, lab)
+    assert removed == {"lv_voxels": 4, "myo_voxels": 8, "rv_voxels": 20}
+    # a 4D cine: each frame on its own (the blob in frame 1 only)
+    cine = np.stack([lab, blobs], -1)
+    fixed4, removed4 = enforce_ventricle_anatomy(cine, pixel_mm=(1.8, 1.8))
+    assert np.array_equal(fixed4, np.stack([lab, lab], -1)) and removed4 == removed
+
+
+def test_rv_fix_moves_rvef_towards_truth():
+    """What users read: stray RV at end systole lowers RVEF; rule 0 restores the number
+    counted by hand on the heart alone."""
+    ed = heart_slice(shape=(60, 60), lv_r=5, wall=3.0)
+    es = heart_slice(shape=(60, 60), lv_r=4, wall=4.0)
+    es_blob = es.copy()
+    es_blob[45:55, 45:55] = 3
+    lab = np.stack([stack(ed, ed, ed), stack(es_blob, es, es)], -1)
+    spacing = (1.0, 1.0, 10.0)
+    rv_ed, rv_es = 3 * (ed == 3).sum(), 3 * (es == 3).sum()
+    fixed, _ = enforce_ventricle_anatomy(lab)
+    assert voxel_phenotypes(fixed, spacing)["rvef_pct"] == pytest.approx(
+        100 * (rv_ed - rv_es) / rv_ed)
+    assert voxel_phenotypes(lab, spacing)["rvef_pct"] < voxel_phenotypes(fixed, spacing)["rvef_pct"] - 5

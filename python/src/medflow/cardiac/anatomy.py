@@ -11,7 +11,16 @@ pool is enclosed by LV myocardium, 6-12 mm thick and thicker still in systole (t
 papillary muscles and trabeculae are labelled blood pool in UK Biobank's convention, so the
 ring is closed), and the RV blood pool leans on the septum, which is LV myocardium. The
 atrial wall is 2-3 mm: a network either leaves it unlabelled or calls it a thin ring of
-myocardium. Hence, per slice of each frame:
+myocardium. Hence, per frame:
+
+0. only the heart counts: the largest 3D connected component (26-connected across slices,
+   which are adjacent in the array whatever their spacing) of the labelled voxels is kept,
+   as MONAI's ``KeepLargestConnectedComponent`` and nnU-Net's post-processing do. Blobs
+   elsewhere in the field of view (chest wall, liver, the image edge) are background: the
+   demo's network put up to 42 % of its end-systolic "RV" there, which took up to 17
+   points off RVEF (mean absolute RVEF error 7.5 points; 3.2 without them; issue 16);
+
+and per slice of each frame:
 
 1. an LV blood-pool component whose rim is less than :data:`MIN_LV_ENCLOSURE` myocardium
    is not LV (atrium, or the aorta above the valve);
@@ -82,9 +91,27 @@ def lv_wall(slice_labels: np.ndarray, component: np.ndarray,
     return float(np.sqrt((a + m) / np.pi) - np.sqrt(a / np.pi)), wall
 
 
+_KEYS = {LV_BLOOD: "lv_voxels", LV_MYO: "myo_voxels", RV_BLOOD: "rv_voxels"}
+
+
+def keep_heart(frame: np.ndarray) -> np.ndarray:
+    """Rule 0: the (X, Y, Z) label map with every labelled voxel outside its largest
+    26-connected component set to background (a new array)."""
+    components, n = ndi.label(frame != BACKGROUND, structure=np.ones((3, 3, 3), bool))
+    if n < 2:
+        return frame.copy()
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    return np.where((components == 0) | (components == sizes.argmax()), frame, BACKGROUND)
+
+
 def _fix_frame(frame: np.ndarray, pixel_mm, min_enclosure: float, min_wall_ratio: float,
                removed: dict) -> None:
-    """Rules 1-3 on one (X, Y, Z) frame, in place."""
+    """Rules 0-3 on one (X, Y, Z) frame, in place."""
+    heart = keep_heart(frame)
+    for value, key in _KEYS.items():
+        removed[key] += int(((frame == value) & (heart != value)).sum())
+    frame[...] = heart
     comps = []                                          # (slice, mask, wall mm, wall mask)
     atrial = np.zeros(frame.shape[2], np.int64)         # LV voxels removed per slice
     for z in range(frame.shape[2]):
@@ -129,7 +156,8 @@ def enforce_ventricle_anatomy(labels: np.ndarray, slice_axis: int = 2,
                               min_enclosure: float = MIN_LV_ENCLOSURE,
                               pixel_mm: tuple[float, float] = (1.0, 1.0),
                               min_wall_ratio: float = MIN_WALL_RATIO) -> tuple[np.ndarray, dict]:
-    """Relabel as background the blood pool that lies outside the ventricles (module doc).
+    """Relabel as background what lies outside the ventricles (module doc): labels outside
+    the heart, and blood pool (with its thin wall) that is atrium or great vessel.
 
     Args:
         labels: (X, Y, Z[, ...]) UK Biobank short-axis labels (1 LV blood pool, 2 LV
