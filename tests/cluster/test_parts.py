@@ -13,7 +13,8 @@ import torch
 from medflow.cluster.augment import apply, augment, draw
 from medflow.cluster.clustering import choose_k, column_check, scores_from_counts
 from medflow.cluster.encoder import EncoderConfig, SliceEncoder, supcon_loss
-from medflow.cluster.pairs import SliceMeta, batch_masks, positive_candidates
+from medflow.cluster.pairs import (SliceMeta, batch_masks, mate_slices, positive_candidates,
+                                  visit_mates)
 from medflow.cluster.slices import (normalise_slice, sample_indices, series_slices,
                                     slice_axis, two_scale)
 
@@ -68,6 +69,21 @@ def test_positives_are_neighbouring_slices_of_the_same_series_only():
     assert sorted(cand[2].tolist()) == [0, 1, 3, 4, 5]        # (1,0): ranks 0-2, frames 0-1
     assert cand[6].tolist() == [7] and cand[7].tolist() == [6]  # never across series
     assert cand[8].tolist() == [8]                            # a lone slice pairs with itself
+
+
+def test_visit_mates_are_the_other_series_of_the_visit_at_the_same_level():
+    # visit a: a 3-position stack (series 0), a 2-position stack (1), a 1-position cine
+    # with 2 frames (2); visit b: one series (3), no mate
+    meta = [SliceMeta(0, "a", "a", r, 0) for r in range(3)]
+    meta += [SliceMeta(1, "a", "a", r, 0) for r in range(2)]
+    meta += [SliceMeta(2, "a", "a", 0, f) for f in range(2)]
+    meta += [SliceMeta(3, "b", "b", 0, 0)]
+    mates = visit_mates(meta)
+    assert mates[0].tolist() == [1, 2] and mates[1].tolist() == [0, 2]
+    assert mates[3].tolist() == []
+    members = [np.array([0, 1, 2]), np.array([3, 4]), np.array([5, 6]), np.array([7])]
+    picked = mate_slices(np.array([2, 1, 3]), np.array([1, 0, 2]), members, meta)
+    assert picked.tolist() == [4, 1, 5]   # rank 2 -> rank 1 (nearest), rank 1 -> 1, rank 0
 
 
 def test_augment_identity_at_zero_strength_and_seeded():
@@ -154,4 +170,6 @@ def test_two_scales_and_encoder_shapes():
     z, logits = model(x)
     assert z.shape == (5, 64) and logits.shape == (5, 3)
     torch.testing.assert_close(z.norm(dim=1), torch.ones(5))
-    assert model.embed(x[:2]).shape == (2, 16)
+    assert model.embed(x[:2]).shape == (2, 32)                    # mean and max pooled
+    old = SliceEncoder(EncoderConfig.from_dict({"widths": [4, 8, 16]})).eval()
+    assert old.cfg.pooling == "avg" and old.embed(x[:2]).shape == (2, 16)  # earlier cards

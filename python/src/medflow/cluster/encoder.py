@@ -27,6 +27,7 @@ class EncoderConfig:
     clusters: int = 0                             # classifier outputs (0: none yet)
     positions: int = 8                            # slices drawn per series
     frames: int = 2                               # frames drawn per slice position (cine)
+    pooling: str = "avgmax"                       # spatial pooling: "avg" or "avgmax"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -36,13 +37,14 @@ class EncoderConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "EncoderConfig":
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        known.setdefault("pooling", "avg")  # cards written before pooling was a choice
         if "widths" in known:
             known["widths"] = tuple(int(w) for w in known["widths"])
         return cls(**known)
 
     @property
     def features(self) -> int:
-        return self.widths[-1]
+        return self.widths[-1] * (2 if self.pooling == "avgmax" else 1)
 
 
 def _conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -65,9 +67,10 @@ class SliceEncoder(nn.Module):
         self.stages = nn.ModuleList(
             nn.Sequential(_conv_bn_relu(a, b, stride=2), _conv_bn_relu(b, b))
             for a, b in zip(w[:-1], w[1:]))                                 # S/4, S/8, S/16
-        self.projector = nn.Sequential(nn.Linear(w[-1], w[-1]), nn.ReLU(inplace=True),
-                                       nn.Linear(w[-1], cfg.projection))
-        self.classifier = nn.Linear(w[-1], cfg.clusters) if cfg.clusters else None
+        f = cfg.features
+        self.projector = nn.Sequential(nn.Linear(f, f), nn.ReLU(inplace=True),
+                                       nn.Linear(f, cfg.projection))
+        self.classifier = nn.Linear(f, cfg.clusters) if cfg.clusters else None
 
     def set_clusters(self, centres: torch.Tensor) -> None:
         """(Re)build the self-labelling head from unit cluster centres (k, F): its logits
@@ -85,6 +88,8 @@ class SliceEncoder(nn.Module):
         h = self.stem(x)
         for stage in self.stages:
             h = stage(h)
+        if self.cfg.pooling == "avgmax":  # max: a few-pixel response is not averaged away
+            return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], 1)   # (B, F)
         return h.mean(dim=(2, 3))                                           # (B, F)
 
     def logits(self, feats: torch.Tensor) -> torch.Tensor:
@@ -138,9 +143,12 @@ class TrainConfig:
     """Training hyperparameters (saved in the model card)."""
 
     steps: int = 600            # contrastive steps
-    refine_steps: int = 150     # self-labelling steps
+    refine_steps: int = 150     # self-labelling steps (per round)
+    rounds: int = 2             # self-labelling rounds (k-means again on the refined embedding)
     batch: int = 64             # anchors per step (x2 views)
     per_series: int = 2         # anchors drawn from each series in a step
+    visit_mates: float = 1.0    # share of a batch's series drawn in visit pairs
+    slice_reach: int = 0        # positives: position ranks at most this far apart
     strength: float = 1.0       # scales every augmentation range (augment.draw)
     lr: float = 3e-3
     temperature: float = 0.3

@@ -1,13 +1,16 @@
 """Training: metadata-enhanced contrastive pretraining, clustering, self-labelling.
 
-1. Contrastive: each step draws ``batch`` anchor slices (series uniformly, then a slice),
-   pairs each with a metadata positive (:mod:`medflow.cluster.pairs`), augments both views
-   independently and minimises the SupCon loss with metadata positives (neighbouring
-   slices and frames of a series) and the series' other slices left out.
+1. Contrastive: each step draws ``batch`` anchor slices (series uniformly, then a slice;
+   ``visit_mates`` of the series come in pairs with another series of the same visit, at
+   the same level of the stack: the hard negatives), pairs each with a metadata positive
+   (:mod:`medflow.cluster.pairs`), augments both views independently and minimises the
+   SupCon loss with metadata positives (neighbouring frames of a slice position) and the
+   series' other slices left out.
 2. Clustering: slice embeddings are averaged per series (series-level categories) and
    clustered by k-means; k is given or chosen by the silhouette (:func:`choose_k`).
 3. Self-labelling (the refinement step of SCAN, Van Gansbeke et al. 2020, and of the
-   unsupervised categorisation seed): the series closest to each centre (``keep`` of each
+   unsupervised categorisation seed), ``rounds`` times, each round clustering the
+   embedding the previous one refined: the series closest to each centre (``keep`` of each
    cluster) become pseudo-labelled; the whole encoder and a classifier head are trained
    on augmented slices with cross-entropy, clusters drawn uniformly (imbalanced cohorts),
    keeping the contrastive loss as a regulariser. Augmented intensity curves, bias fields
@@ -28,7 +31,8 @@ from medflow.cluster.augment import augment
 from medflow.cluster.clustering import choose_k, fit_map, kmeans
 from medflow.cluster.data import TrainingSet
 from medflow.cluster.encoder import EncoderConfig, SliceEncoder, TrainConfig, supcon_loss
-from medflow.cluster.pairs import batch_masks, draw_partners, positive_candidates
+from medflow.cluster.pairs import (batch_masks, draw_partners, mate_slices,
+                                  positive_candidates, visit_mates)
 from medflow.cluster.slices import two_scale
 
 log = logging.getLogger("medflow")
@@ -54,6 +58,12 @@ def _batch(data: TrainingSet, idx: np.ndarray, device: str) -> torch.Tensor:
     return torch.from_numpy(data.slices[idx].astype(np.float32))[:, None].to(device)
 
 
+def _mate(mates: dict[int, np.ndarray], s: int, n: int, rng: np.random.Generator) -> int:
+    """A random visit mate of series ``s`` (another random series when it has none)."""
+    m = mates.get(int(s), ())
+    return int(m[rng.integers(len(m))]) if len(m) else int(rng.integers(n))
+
+
 def contrastive(model: SliceEncoder, data: TrainingSet, cfg: TrainConfig, seed: int,
                 device: str, series_pool: list[np.ndarray] | None = None,
                 labels: np.ndarray | None = None, steps: int | None = None,
@@ -63,7 +73,8 @@ def contrastive(model: SliceEncoder, data: TrainingSet, cfg: TrainConfig, seed: 
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     members = _members(data)
-    candidates = positive_candidates(data.meta)
+    candidates = positive_candidates(data.meta, cfg.slice_reach)
+    mates = visit_mates(data.meta)
     steps = cfg.steps if steps is None else steps
     opt, sched = _optimiser(model, lr or cfg.lr, steps)
     pools = series_pool or [np.arange(len(data.series))]
@@ -71,15 +82,23 @@ def contrastive(model: SliceEncoder, data: TrainingSet, cfg: TrainConfig, seed: 
     losses = []
     for _ in range(steps):
         n = max(1, cfg.batch // cfg.per_series)
-        pool_of = rng.integers(len(pools), size=n)                # cluster first: balanced
+        n_mates = int(round(cfg.visit_mates * n / 2))             # series drawn as a visit mate
+        pool_of = rng.integers(len(pools), size=n - n_mates)      # cluster first: balanced
         series = np.repeat([pools[p][rng.integers(len(pools[p]))] for p in pool_of],
                            cfg.per_series)
         anchors = np.array([members[s][rng.integers(len(members[s]))] for s in series])
+        if n_mates:  # the first series' visit mates, at the same level of the stack
+            head = n_mates * cfg.per_series
+            mate = np.repeat([_mate(mates, s, len(data.series), rng)
+                              for s in series[:head:cfg.per_series]], cfg.per_series)
+            anchors = np.concatenate([anchors, mate_slices(anchors[:head], mate, members,
+                                                           data.meta)])
         partners = draw_partners(anchors, candidates, rng)
         idx = np.concatenate([anchors, partners])
         x = two_scale(augment(_batch(data, idx, "cpu"), gen, cfg.strength)).to(device)
         z, logits = model(x)
-        positive, ignore = (torch.from_numpy(m).to(device) for m in batch_masks(idx, data.meta))
+        positive, ignore = (torch.from_numpy(m).to(device) for m in batch_masks(idx, data.meta,
+                                                                     cfg.slice_reach))
         loss = supcon_loss(z, positive, ignore, cfg.temperature)
         if labels is not None:
             target = torch.from_numpy(labels[data.series_of[idx]]).to(device)
@@ -153,18 +172,22 @@ def fit(data: TrainingSet, enc: EncoderConfig, cfg: TrainConfig, k: int | None, 
     scores: dict[int, float] = {}
     if k is None:
         k, scores = choose_k(emb, cfg.k_max, seed)
-    first, centres = kmeans(emb, k, seed)
-    distance = 1 - (emb * centres[first]).sum(1)
-    pools = confident(first, distance, cfg.keep)
-    kept = [c for c in range(k) if np.isin(c, first)]  # k-means leaves no cluster empty
-    targets = np.full(len(data.series), -100, np.int64)   # ignored by cross-entropy
-    for c, idx in enumerate(pools):
-        targets[idx] = c
-    model.set_clusters(torch.from_numpy(centres[kept]))
-    model.to(device)
-    refine = contrastive(model, data, cfg, seed + 1, device, pools, targets,
-                         steps=cfg.refine_steps, lr=cfg.lr / 3, tick=tick)
-    emb, probs = embed_series(model, data, device)
+    first = None
+    refine: list[float] = []
+    for r in range(max(1, cfg.rounds)):  # later rounds: k-means on the refined embedding
+        labels, centres = kmeans(emb, k, seed)
+        first = labels if first is None else first
+        distance = 1 - (emb * centres[labels]).sum(1)
+        pools = confident(labels, distance, cfg.keep)
+        kept = [c for c in range(k) if np.isin(c, labels)]  # k-means leaves none empty
+        targets = np.full(len(data.series), -100, np.int64)   # ignored by cross-entropy
+        for c, idx in enumerate(pools):
+            targets[idx] = c
+        model.set_clusters(torch.from_numpy(centres[kept]))
+        model.to(device)
+        refine += contrastive(model, data, cfg, seed + 1 + r, device, pools, targets,
+                              steps=cfg.refine_steps, lr=cfg.lr / 3, tick=tick)
+        emb, probs = embed_series(model, data, device)
     final, order = by_size(probs.argmax(1))
     head = model.classifier
     keep = torch.tensor(order)
