@@ -94,24 +94,24 @@ def lv_wall(slice_labels: np.ndarray, component: np.ndarray,
 _KEYS = {LV_BLOOD: "lv_voxels", LV_MYO: "myo_voxels", RV_BLOOD: "rv_voxels"}
 
 
-def keep_heart(frame: np.ndarray) -> np.ndarray:
-    """Rule 0: the (X, Y, Z) label map with every labelled voxel outside its largest
-    26-connected component set to background (a new array)."""
+def outside_heart(frame: np.ndarray) -> np.ndarray:
+    """Rule 0: (X, Y, Z) bool mask of the labelled voxels outside the largest 26-connected
+    component of the labelled voxels of ``frame`` (all False when there is one or none)."""
     components, n = ndi.label(frame != BACKGROUND, structure=np.ones((3, 3, 3), bool))
     if n < 2:
-        return frame.copy()
+        return np.zeros(frame.shape, bool)
     sizes = np.bincount(components.ravel())
     sizes[0] = 0
-    return np.where((components == 0) | (components == sizes.argmax()), frame, BACKGROUND)
+    return (components != 0) & (components != sizes.argmax())
 
 
 def _fix_frame(frame: np.ndarray, pixel_mm, min_enclosure: float, min_wall_ratio: float,
                removed: dict) -> None:
     """Rules 0-3 on one (X, Y, Z) frame, in place."""
-    heart = keep_heart(frame)
+    stray = outside_heart(frame)
     for value, key in _KEYS.items():
-        removed[key] += int(((frame == value) & (heart != value)).sum())
-    frame[...] = heart
+        removed[key] += int((frame[stray] == value).sum())
+    frame[stray] = BACKGROUND
     comps = []                                          # (slice, mask, wall mm, wall mask)
     atrial = np.zeros(frame.shape[2], np.int64)         # LV voxels removed per slice
     for z in range(frame.shape[2]):
