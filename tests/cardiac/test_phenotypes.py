@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from medflow.cardiac import (label_volume_curves, plausibility_reasons, short_axis_qc,
-                             ventricular_phenotypes, volume_curve_reasons, voxel_phenotypes)
+from medflow.cardiac import (basal_descent_reasons, label_volume_curves, plausibility_reasons,
+                             short_axis_qc, ventricular_phenotypes, volume_curve_reasons,
+                             voxel_phenotypes)
 
 LV = [120.0, 110.0, 80.0, 60.0, 50.0, 58.0, 80.0, 100.0, 112.0, 118.0]
 RV = [130.0, 120.0, 95.0, 75.0, 66.0, 70.0, 90.0, 110.0, 122.0, 128.0]
@@ -83,6 +84,34 @@ def test_volume_curve_check_flags_a_flat_curve():
     assert volume_curve_reasons([100, 101, 102, 103, 104])[0].endswith("no systole")
     assert "more than one systole" in volume_curve_reasons([100, 50, 100, 50, 100, 100])[0]
     assert volume_curve_reasons([0.0] * 5) == ["LV volume is 0 at end-diastole"]
+
+
+def cone_cine(basal_lv_at_es: int) -> np.ndarray:
+    """(16, 16, 6, 3) LV discs narrowing from slice 0 (base) to slice 5 (apex); frame 1 is
+    ES, where the basal slice keeps ``basal_lv_at_es`` LV voxels."""
+    lab = np.zeros((16, 16, 6, 3), np.uint8)
+    yy, xx = np.mgrid[:16, :16]
+    for z in range(6):
+        lab[..., z, :][(yy - 8) ** 2 + (xx - 8) ** 2 <= (7 - z) ** 2] = 1
+    es = lab[..., 1]
+    es[..., 1:][es[..., 1:] == 1] = 0
+    es[..., 1:][(yy - 8) ** 2 + (xx - 8) ** 2 <= 4] = 1        # smaller cavities at ES
+    basal = es[..., 0]
+    basal[:] = 0
+    basal.flat[:basal_lv_at_es] = 1
+    return lab
+
+
+def test_basal_descent_check_flags_lv_left_in_the_basal_slice_at_es():
+    assert basal_descent_reasons(cone_cine(0), 0, 1) == []
+    assert basal_descent_reasons(cone_cine(9), 0, 1) == []      # below 10 voxels: noise
+    reasons = basal_descent_reasons(cone_cine(120), 0, 1)
+    assert reasons and reasons[0].startswith("LV blood pool at ES in the basal slice 0 (120 of")
+    # the base found at whichever end is wider, on any slice axis
+    flipped = np.moveaxis(cone_cine(120)[:, :, ::-1], 2, 0)
+    assert "basal slice 5 " in basal_descent_reasons(flipped, 0, 1, slice_axis=0)[0]
+    assert basal_descent_reasons(np.moveaxis(cone_cine(0)[:, :, ::-1], 2, 0), 0, 1, 0) == []
+    assert basal_descent_reasons(cone_cine(120), 0, 0) == []    # no systole: other checks
 
 
 def test_plausibility_flags():

@@ -66,7 +66,13 @@ def test_qc_flags_a_flat_volume_curve_and_a_short_stack(tmp_path):
     write_seg(tmp_path / "short.nii.gz", ring_cine([100, 80, 50, 75], [90, 80, 60, 70], 4))
     row = volumes_row(tmp_path / "short.nii.gz", CARDIAC)
     assert row["qc_pass"] is False and "ED: 4 slices hold LV blood pool" in row["qc_reasons"]
-    write_seg(tmp_path / "good.nii.gz", ring_cine([100, 80, 50, 75], [90, 80, 60, 70]))
+    lab = ring_cine([100, 80, 50, 75], [90, 80, 60, 70])
+    write_seg(tmp_path / "still.nii.gz", lab)
+    row = volumes_row(tmp_path / "still.nii.gz", CARDIAC)       # the base never moves
+    assert row["qc_pass"] is False and "LV blood pool at ES in the basal slice 0" in row["qc_reasons"]
+    es_basal = lab[:, :, 0, 2]
+    es_basal[es_basal == 1] = 0                                 # ES: slice 0 cuts the atrium
+    write_seg(tmp_path / "good.nii.gz", lab)
     good = volumes_row(tmp_path / "good.nii.gz", CARDIAC)
     assert good["qc_pass"] is True and good["qc_reasons"] == ""
 

@@ -6,9 +6,11 @@ from medflow.cardiac.labels import (BACKGROUND, LABEL_NAMES, LEFT_ATRIUM, LV_BLO
                                     MYOCARDIUM_DENSITY_G_PER_ML, RIGHT_ATRIUM, RV_BLOOD)
 from medflow.cardiac.phenotypes import (label_volume_curves, ventricular_phenotypes,
                                         voxel_phenotypes)
-from medflow.cardiac.qc import plausibility_reasons, short_axis_qc, volume_curve_reasons
+from medflow.cardiac.qc import (basal_descent_reasons, plausibility_reasons, short_axis_qc,
+                               volume_curve_reasons)
 
 __all__ = ["BACKGROUND", "LABEL_NAMES", "LEFT_ATRIUM", "LV_BLOOD", "LV_MYO",
-           "MYOCARDIUM_DENSITY_G_PER_ML", "RIGHT_ATRIUM", "RV_BLOOD", "label_volume_curves",
+           "MYOCARDIUM_DENSITY_G_PER_ML", "RIGHT_ATRIUM", "RV_BLOOD", "basal_descent_reasons",
+           "label_volume_curves",
            "plausibility_reasons", "short_axis_qc", "ventricular_phenotypes",
            "volume_curve_reasons", "voxel_phenotypes"]

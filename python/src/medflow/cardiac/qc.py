@@ -7,6 +7,8 @@ table can carry ``qc_pass`` and ``qc_reasons`` (``shared/CARDIAC.md``):
   ``sa_pass_quality_control``) on one frame's label map.
 - :func:`volume_curve_reasons`: a ventricle whose volume over the cycle has no plausible
   systole (flat, ES on the ED frame, several systoles).
+- :func:`basal_descent_reasons`: LV blood pool at end systole in the slice that holds the
+  base at end diastole, though the base moves towards the apex in systole (issue 16).
 - :func:`plausibility_reasons`: broad ranges for healthy adults (Petersen et al., JCMR
   2017), meant as flags for a person to look at, not as diagnoses.
 """
@@ -96,6 +98,43 @@ def volume_curve_reasons(volume_ml, name: str = "LV", ed_frame: int = 0) -> list
     if _dips(v, 0.25 * stroke) > 1:
         reasons.append(f"{name} volume curve has more than one systole")
     return reasons
+
+
+def basal_descent_reasons(labels: np.ndarray, ed_frame: int, es_frame: int,
+                          slice_axis: int = 2) -> list[str]:
+    """Whether the LV base moved out of its end-diastolic slice by end systole.
+
+    In systole the mitral annulus moves 10-15 mm towards the apex in adults (mitral annular
+    plane systolic excursion, MAPSE, normally above 10 mm), about one UK Biobank slice
+    (8 mm + 2 mm gap): the most basal short-axis slice that cuts the LV at end diastole cuts
+    the left atrium at end systole. LV blood pool there at ES is either atrium labelled LV
+    (a network reading one frame sees the same blood, and a thick ring: the cohort table's
+    LVESV then grows by that slice and LVEF drops by 10-20 points, issue 16), a base that
+    hardly moves (MAPSE well below a slice, as in heart failure), or a stack that stops
+    short of the base. Each deserves a look; none is caught by the ukbb_cardiac rules.
+
+    Args:
+        labels: (X, Y, Z, T) UK Biobank short-axis labels.
+        ed_frame / es_frame: end-diastolic and end-systolic frames.
+        slice_axis: the axis across the short-axis slices.
+
+    Returns:
+        Reasons (empty: passes). The basal end is the end of the ED LV's slices with the
+        larger LV area (the LV narrows towards the apex).
+    """
+    lab = np.moveaxis(np.asarray(labels), slice_axis, 2)
+    if lab.ndim != 4 or ed_frame == es_frame:
+        return []
+    area = (lab[..., [ed_frame, es_frame]] == LV_BLOOD).sum(axis=(0, 1))   # (Z, 2)
+    slices = np.flatnonzero(area[:, 0] >= MIN_VOXELS)
+    if slices.size < 2:
+        return []
+    base = slices[0] if area[slices[0], 0] >= area[slices[-1], 0] else slices[-1]
+    if area[base, 1] < MIN_VOXELS:
+        return []
+    return [f"LV blood pool at ES in the basal slice {base} ({area[base, 1]} of its "
+            f"{area[base, 0]} ED voxels): the base did not leave it (atrium labelled LV, "
+            f"little long-axis motion, or a stack that misses the base)"]
 
 
 def _dips(v: np.ndarray, depth: float) -> int:

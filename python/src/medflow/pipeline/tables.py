@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medflow.cardiac import short_axis_qc, volume_curve_reasons, voxel_phenotypes
+from medflow.cardiac import (basal_descent_reasons, short_axis_qc, volume_curve_reasons,
+                             voxel_phenotypes)
 from medflow.cardiac.labels import MYOCARDIUM_DENSITY_G_PER_ML
 from medflow.io.atomic import atomic_outputs
 from medflow.io.images import read_image
@@ -113,6 +114,7 @@ def cardiac_row(frames: np.ndarray, spacing, lv: int = 1, myo: int = 2, rv: int 
     reasons = []
     for phase, t in (("ED", p["ed_frame"]), ("ES", p["es_frame"])):
         reasons += [f"{phase}: {r}" for r in short_axis_qc(frames[..., t], slice_axis)]
+    reasons += basal_descent_reasons(frames, p["ed_frame"], p["es_frame"], slice_axis)
     reasons += volume_curve_reasons(p["lv_ml_per_frame"], "LV", p["ed_frame"])
     reasons += volume_curve_reasons(p["rv_ml_per_frame"], "RV", p["ed_frame"])
     row.update({"qc_pass": not reasons, "qc_reasons": "; ".join(dict.fromkeys(reasons))})
