@@ -112,3 +112,33 @@ def test_cohort_puts_truth_beside_the_measured_values(tmp_path):
     # without a truth column the table has no truth columns
     plain = collect(results, {"a": "ok"}, None)
     assert not [c for c in plain.columns if "_true_" in c]
+
+
+def test_a_subject_that_fails_in_a_later_stage_keeps_what_it_finished(tmp_path):
+    # Its segmentation was right; the motion fit after it failed: the cohort table keeps
+    # the voxel phenotypes and their truth (as a Nextflow run would publish them).
+    from medflow.pipeline.tables import finished
+
+    results = tmp_path / "results"
+    for s in ("a", "b"):
+        folder = results / "segment" / s
+        folder.mkdir(parents=True)
+        write_seg(folder / f"{s}_sa_seg.nii.gz", ring_cine([100, 80, 50, 75], [90, 80, 60, 70]))
+        (folder / f"{s}_sa_seg.json").write_text(json.dumps(CARDIAC))
+    (tmp_path / "truth.json").write_text(json.dumps({"lvef_pct": 55.0}))
+    pd.DataFrame({"subject": ["a", "b"], "sa": ["a.nii.gz", "b.nii.gz"],
+                  "truth": ["truth.json", "truth.json"]}).to_csv(tmp_path / "s.csv", index=False)
+    for late in ("failed in motion (exit 65): no LV", "cancelled in superres: interrupted"):
+        cohort = collect(results, {"a": "ok", "b": late}, tmp_path / "s.csv").set_index("subject")
+        assert cohort.loc["b", "lvef_voxel_pct"] == 50.0 and cohort.loc["b", "status"] == late
+        assert cohort.loc["b", "lvef_true_pct"] == 55.0
+    for early in ("failed in segment (exit 65): x", "failed in preprocess (exit 65): x",
+                  "stopped: the train stage failed"):
+        cohort = collect(results, {"a": "ok", "b": early}, tmp_path / "s.csv").set_index("subject")
+        assert pd.isna(cohort.loc["b", "lvef_voxel_pct"]), early
+        assert pd.isna(cohort.loc["b", "lvef_true_pct"]), early
+    status = {"a": "ok", "b": "failed in motion (exit 1): x", "c": "failed in segment (exit 1)",
+              "d": "stopped: SIGINT"}
+    assert finished(status, "segment") == ["a", "b"]
+    assert finished(status, "preprocess") == ["a", "b", "c"]
+    assert finished(status, "motion") == ["a"]

@@ -13,6 +13,7 @@ synthetic cohort), the true values stand beside the measured ones (``lvef_true_p
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from medflow.cardiac.labels import MYOCARDIUM_DENSITY_G_PER_ML
 from medflow.io.atomic import atomic_outputs
 from medflow.io.images import read_image
 from medflow.io.tables import read_table, write_table
-from medflow.pipeline.stages import get_stage
+from medflow.pipeline.stages import STAGES, get_stage
 
 SHORT = {"LV": "lv", "myocardium": "myo", "RV": "rv"}  # UK Biobank label names -> prefixes
 ED_RULE = "first"  # UK Biobank cines are triggered at the R wave: ED is frame 0
@@ -205,22 +206,28 @@ def collect(results: Path, status: dict[str, str], samplesheet: Path | None = No
 
     Args:
         results: the results folder.
-        status: subject -> ``"ok"`` or why it failed, in samplesheet order; only subjects
-            marked ``"ok"`` contribute values (a failed subject keeps a row with its status).
+        status: subject -> ``"ok"`` or why it failed, in samplesheet order. A subject's
+            values come from the stages it finished: all of them when ``"ok"``, those
+            before the stage it failed in (``"failed in motion (exit 65): ..."``) otherwise,
+            as a Nextflow run publishes them; a failed subject keeps a row with its status.
         samplesheet: the run's samplesheet; its ``truth`` column (``truth.json``), where
             there is one, puts the true phenotypes beside the measured ones.
 
     Returns:
         The cohort table.
     """
-    ok = [s for s, st in status.items() if st == "ok"]
     cohort = pd.DataFrame({"subject": list(status), "status": list(status.values())})
     from medflow.pipeline import motion_table
 
-    tables = {"preprocess": _stage_table(results, "preprocess", ok, preprocess_rows),
-              "segment": _stage_table(results, "segment", ok, segment_rows),
-              "superres": _stage_table(results, "superres", ok, superres_rows),
-              "motion": _stage_table(results, "motion", ok, motion_table.motion_rows)}
+    def done(stage: str) -> list[str]:
+        return finished(status, stage)
+
+    tables = {"preprocess": _stage_table(results, "preprocess", done("preprocess"),
+                                         preprocess_rows),
+              "segment": _stage_table(results, "segment", done("segment"), segment_rows),
+              "superres": _stage_table(results, "superres", done("superres"), superres_rows),
+              "motion": _stage_table(results, "motion", done("motion"),
+                                     motion_table.motion_rows)}
     with atomic_outputs() as out:
         for stage, table in tables.items():
             if table is not None:
@@ -242,12 +249,13 @@ def collect(results: Path, status: dict[str, str], samplesheet: Path | None = No
     scores = results / "uncertainty" / get_stage("uncertainty").table
     if scores.exists():
         qu = read_table(scores).rename(columns={"score": "uncertainty_score"})
-        cohort = cohort.merge(qu[qu["subject"].isin(ok)], on="subject", how="left")
-    truth = _truth_table(samplesheet, ok)
+        cohort = cohort.merge(qu[qu["subject"].isin(done("uncertainty"))], on="subject",
+                              how="left")
+    truth = _truth_table(samplesheet, done("segment"))  # beside the measured values
     if truth is not None:
         cohort = _beside(cohort.merge(truth, on="subject", how="left"))
     if tables["motion"] is not None:  # true strain and wall thickness, beside the mesh's
-        strain = _truth_table(samplesheet, ok, motion_table.STRAIN_TRUTH_COLUMNS)
+        strain = _truth_table(samplesheet, done("motion"), motion_table.STRAIN_TRUTH_COLUMNS)
         cohort = cohort if strain is None else cohort.merge(strain, on="subject", how="left")
     suggestions = results / "annotate" / get_stage("annotate").outputs["suggestions"]
     if suggestions.exists():  # the annotate stage: where each subject stands in the list
@@ -257,10 +265,28 @@ def collect(results: Path, status: dict[str, str], samplesheet: Path | None = No
                               on="subject", how="left")
     clusters = results / "cluster" / get_stage("cluster").table
     if clusters.exists():
-        cohort = cohort.merge(cluster_columns(read_table(clusters), ok), on="subject", how="left")
+        cohort = cohort.merge(cluster_columns(read_table(clusters), done("cluster")),
+                              on="subject", how="left")
     with atomic_outputs() as out:
         write_table(cohort, out.path(results / "cohort.parquet"))
     return cohort
+
+
+_STOPPED_IN = re.compile(r"(?:failed|cancelled) in ([\w-]+)")
+
+
+def finished(status: dict[str, str], stage: str) -> list[str]:
+    """Subjects (in ``status`` order) whose ``stage`` outputs stand: those marked ``"ok"``
+    and those that failed or were cancelled in a later stage of :data:`STAGES` (the runner's
+    ``"failed in <stage> ..."``). A segmentation is no less right because the motion fit
+    after it failed; ``"stopped: ..."`` (the run ended early) gives nothing."""
+    order = {s.name: i for i, s in enumerate(STAGES)}
+    out = []
+    for subject, state in status.items():
+        where = _STOPPED_IN.match(state)
+        if state == "ok" or (where and order.get(where.group(1), -1) > order[stage]):
+            out.append(subject)
+    return out
 
 
 def _truth_table(samplesheet: Path | None, subjects: list[str],
