@@ -1,7 +1,8 @@
 """CPU seconds of one training step per ``--augment`` mode, as a ratio to ``standard``.
 
-The first frame of a one-subject demo cohort (184 x 160 x 11 at 1.8 x 1.8 x 10 mm), the issue-18 benchmark's
-architecture (patch 96,96,16 -> 96 x 96 x 11, widths 8-64, 4 levels), 2 patches per step,
+The first frame of a one-subject demo cohort (184 x 160 x 11 at 1.8 x 1.8 x 10 mm), the
+issue-18 benchmark's architecture (patch 96,96,16 -> 96 x 96 x 11, widths 8-64, 4 levels),
+2 patches per step,
 1 thread, process CPU time (independent of other jobs on shared cores). One warm-up step,
 then ``--steps`` timed steps per mode on the same seeded model and draws.
 

@@ -95,7 +95,7 @@ def segment_cascaded() -> None:
                    "random shallow-convnet re-texturing + consistency. adv-chain: standard, "
                    "plus a copy through noise, bias field, gamma, affine and smooth "
                    "deformation chained in random order, their parameters optimised against "
-                   "the current model (--adv-steps), + consistency; about 3x the CPU time "
+                   "the current model (--adv-steps), + consistency; 3-4x the CPU time "
                    "of standard. gin-ipa+adv-chain: the chain on the second GIN-IPA copy.")
 @click.option("--adv-steps", type=click.IntRange(1, 5), default=1, show_default=True,
               help="adv-chain: gradient-ascent steps on the chain's parameters per sample.")
