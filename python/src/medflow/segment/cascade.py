@@ -87,6 +87,35 @@ class Cascade(nn.Module):
         x = torch.cat([patch, probs_up.to(patch.dtype)], dim=1)
         return self.stage2(x, extra=feats_up.to(patch.dtype))[0]
 
+    def forward_patches(self, images: torch.Tensor, starts):
+        """Training forward: stage 1 on whole images (K, in, X, Y, Z), stage 2 on the
+        patches at ``starts`` (a ``cfg.patch`` box each, zero-padded outside).
+
+        Returns:
+            (stage-1 logits (K, n, coarse grid) or None, stage-2 logits (len(starts) x K,
+            n, *patch), start-major: all K copies of the first patch, then the next).
+        """
+        x = torch.cat([crop(images, s, self.cfg.patch) for s in starts])
+        if self.stage1 is None:
+            return None, self.forward_stage2(x)
+        logits1, feats1 = self.forward_stage1(images)
+        ctx = [self.stage1_context(logits1.detach(), feats1, s, self.cfg.patch,
+                                   images.shape[2:]) for s in starts]
+        return logits1, self.forward_stage2(x, torch.cat([c[0] for c in ctx]),
+                                            torch.cat([c[1] for c in ctx]))
+
+
+def crop(t: torch.Tensor, start, size) -> torch.Tensor:
+    """Box of (..., X, Y, Z) with zero padding outside (same as inference windows)."""
+    shape = t.shape[-3:]
+    pads, src = [], []
+    for s, k, n in zip(start, size, shape):
+        a, b = max(s, 0), min(s + k, n)
+        src.append(slice(a, b))
+        pads.append((a - s, s + k - b))
+    box = t[(..., *src)]
+    return F.pad(box, [p for lo_hi in reversed(pads) for p in lo_hi])
+
 
 def downsample(image: torch.Tensor, factors) -> torch.Tensor:
     """Block average by integer ``factors`` (edge blocks average only their voxels).

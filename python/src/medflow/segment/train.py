@@ -6,7 +6,8 @@ patches whose inputs are the *current* stage-1 probabilities (train mode, dropou
 detached): stage 2 learns from stage-1 outputs that carry the errors of a partially
 trained, noisy stage 1 rather than from ground truth. Stage-1 features reach stage 2's head
 through post-concatenation, with gradients. ``gin-ipa`` adds a consistency loss between
-the two appearance copies. Randomness per epoch comes from ``(seed, epoch)``, so a
+the two appearance copies; the adv-chain modes add a second copy chained adversarially
+against the current model (:mod:`segment.advchain`) and a consistency loss to it. Randomness per epoch comes from ``(seed, epoch)``, so a
 resumed run continues exactly as an uninterrupted one.
 """
 
@@ -18,8 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medflow.segment import advchain
 from medflow.segment.augment import apply_augment, sample_augment
-from medflow.segment.cascade import Cascade, downsample
+from medflow.segment.cascade import Cascade, crop, downsample
 from medflow.segment.infer import ArraySource, stream_predict
 from medflow.segment.unet import autocast
 
@@ -39,6 +41,7 @@ class TrainOptions:
     max_val_frames: int = 2
     phase_weight: float = 0.0
     phase_loss_weight: float = 0.0
+    adv_steps: int = 1
     seed: int = 0
 
 
@@ -77,18 +80,6 @@ def one_hot(classes: torch.Tensor, n: int) -> torch.Tensor:
     return F.one_hot(classes, n).permute(0, 4, 1, 2, 3).float()
 
 
-def crop(t: torch.Tensor, start, size) -> torch.Tensor:
-    """Box of (..., X, Y, Z) with zero padding outside (same as inference windows)."""
-    shape = t.shape[-3:]
-    pads, src = [], []
-    for s, k, n in zip(start, size, shape):
-        a, b = max(s, 0), min(s + k, n)
-        src.append(slice(a, b))
-        pads.append((a - s, s + k - b))
-    box = t[(..., *src)]
-    return F.pad(box, [p for lo_hi in reversed(pads) for p in lo_hi])
-
-
 def sample_starts(rng, classes: np.ndarray, patch, n: int, fg: float):
     """Window starts: a fraction ``fg`` centred on a random foreground voxel."""
     shape = classes.shape
@@ -109,9 +100,14 @@ def sample_starts(rng, classes: np.ndarray, patch, n: int, fg: float):
 def train_step(model: Cascade, opt, sample, opts: TrainOptions, rng, device: str,
                moved: np.ndarray | None = None) -> float:
     """One optimisation step on one sample; ``moved`` (X, Y, Z) marks the voxels whose label
-    changes over the cycle, weighted ``1 + opts.phase_loss_weight`` in the loss."""
+    changes over the cycle, weighted ``1 + opts.phase_loss_weight`` in the loss.
+
+    Appearance copies: 1, or 2 for ``gin-ipa`` (consistency: symmetric KL between them) and
+    the adv-chain modes (copy 2 is adversarially chained, :mod:`segment.advchain`, with its
+    own moved labels; consistency: KL from the moved clean prediction)."""
     cfg = model.cfg
-    p = sample_augment(rng, opts.augment, cfg.spacing, cfg.in_channels, cfg.kernels2[0])
+    mode = advchain.BASE_MODE.get(opts.augment, opts.augment)
+    p = sample_augment(rng, mode, cfg.spacing, cfg.in_channels, cfg.kernels2[0])
     classes = torch.from_numpy(sample.classes)
     if moved is not None:  # rides with the labels through the spatial transform (nearest)
         classes = classes + cfg.n_classes * torch.from_numpy(moved).long()
@@ -120,33 +116,35 @@ def train_step(model: Cascade, opt, sample, opts: TrainOptions, rng, device: str
     if moved is not None:
         weight = 1.0 + opts.phase_loss_weight * (classes // cfg.n_classes).float()
         weight, classes = weight[None, None].to(device), classes % cfg.n_classes
-    k = images.shape[0]                                  # appearance copies (2 for gin-ipa)
     images, target = images.to(device), one_hot(classes[None], cfg.n_classes).to(device)
     starts = sample_starts(rng, classes.numpy(), cfg.patch, opts.patches_per_sample,
                            opts.foreground_fraction)
+    refs = None
+    if opts.augment in advchain.BASE_MODE:
+        adv, tgt, w, refs, _ = advchain.adversarial_copy(model, images[0], images[-1], target,
+                                                         weight, starts, rng, opts.adv_steps)
+        images, target = torch.stack([images[0], adv]), torch.cat([target, tgt])
+        weight = None if weight is None else torch.cat([weight, w])
+    k = images.shape[0]                                  # appearance copies
+    target = target.expand(k, -1, -1, -1, -1)
+    weight = None if weight is None else weight.expand(k, -1, -1, -1, -1)
     with autocast(device):
+        logits1, logits2 = model.forward_patches(images, starts)
         loss = torch.zeros((), device=device)
-        ctx = []
-        if model.stage1 is not None:
-            logits1, feats1 = model.forward_stage1(images)
-            low_target = downsample(target, cfg.stage1_factor).expand(k, -1, -1, -1, -1)
-            low_weight = (None if weight is None else
-                          downsample(weight, cfg.stage1_factor).expand(k, -1, -1, -1, -1))
-            loss = loss + soft_dice_ce(logits1, low_target, low_weight)
-            ctx = [model.stage1_context(logits1.detach(), feats1, s, cfg.patch,
-                                        images.shape[2:]) for s in starts]
-        x = torch.cat([crop(images, s, cfg.patch) for s in starts])          # (n*k, C, *patch)
-        y = torch.cat([crop(target, s, cfg.patch) for s in starts]).repeat_interleave(k, 0)
-        if ctx:
-            probs_up = torch.cat([c[0] for c in ctx])
-            feats_up = torch.cat([c[1] for c in ctx])
-            logits2 = model.forward_stage2(x, probs_up, feats_up)
-        else:
-            logits2 = model.forward_stage2(x)
-        w2 = (None if weight is None else
-              torch.cat([crop(weight, s, cfg.patch) for s in starts]).repeat_interleave(k, 0))
+        if logits1 is not None:
+            loss = loss + soft_dice_ce(logits1, downsample(target, cfg.stage1_factor),
+                                       None if weight is None else
+                                       downsample(weight, cfg.stage1_factor))
+        y = torch.cat([crop(target, s, cfg.patch) for s in starts])          # start-major
+        w2 = None if weight is None else torch.cat([crop(weight, s, cfg.patch) for s in starts])
         loss = loss + soft_dice_ce(logits2, y, w2)
-        if k == 2 and opts.consistency_weight > 0:
+        if refs is not None and opts.consistency_weight > 0:
+            ref2 = torch.cat([crop(refs[1], s, cfg.patch) for s in starts])
+            c = advchain.kl(ref2, logits2[1::2])
+            if logits1 is not None:
+                c = c + advchain.kl(refs[0], logits1[1:])
+            loss = loss + opts.consistency_weight * c
+        elif k == 2 and opts.consistency_weight > 0:
             logp = F.log_softmax(logits2.float(), dim=1)
             a, b = logp[0::2], logp[1::2]
             kl = (a.exp() * (a - b)).sum(1).mean() + (b.exp() * (b - a)).sum(1).mean()

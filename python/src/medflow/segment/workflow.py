@@ -62,7 +62,8 @@ def train_outputs(out: Path) -> list[Path]:
 def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1_factor,
                 augment, val_fraction, channels, levels, lr, stages, regions, resume, device,
                 seed, samplesheet, context: tuple[str, ...] = (), phase_weight: float = 0.0,
-                phase_loss_weight: float = 0.0, progress=False, memory_budget=None,
+                phase_loss_weight: float = 0.0, adv_steps: int = 1, progress=False,
+                memory_budget=None,
                 announce=None) -> dict:
     """Train from a samplesheet into ``out``; returns the model card.
 
@@ -72,6 +73,7 @@ def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1
     import torch
     from tqdm import tqdm
 
+    from medflow.segment import advchain
     from medflow.segment.cascade import Cascade
     from medflow.segment.data import load_training_samples, training_checksum
     from medflow.segment.modelio import load_model, load_optimizer, read_card, save_model
@@ -79,7 +81,7 @@ def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1
 
     timer = Timer()
     opts = TrainOptions(epochs=epochs, lr=lr, augment=augment, phase_weight=phase_weight,
-                        phase_loss_weight=phase_loss_weight, seed=seed)
+                        phase_loss_weight=phase_loss_weight, adv_steps=adv_steps, seed=seed)
     prior = read_card(out) if resume and (Path(out) / "model.json").exists() else None
     known = tuple(prior["config"]["labels"]) if prior else None
     spacing = tuple(prior["config"]["spacing"]) if prior else None
@@ -95,7 +97,7 @@ def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1
     else:
         plan = build_config(samples, labels, spacing, patch, stage1_factor, channels, levels,
                             stages, regions, len(image_roles), df.attrs.get("kind", "generic"),
-                            memory_budget, 2 if augment == "gin-ipa" else 1, context)
+                            memory_budget, advchain.copies(augment), context)
         (announce or log.info)(plan.line())
         torch.manual_seed(seed)
         model, history, plan_card = Cascade(plan.config).to(device), [], plan.card()
@@ -110,7 +112,8 @@ def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1
                          "data_sha256": training_checksum(df, (*image_roles, label_role)),
                          "subjects": int(df.shape[0]), "samples": len(samples),
                          "val_subjects": sorted({s.subject for s in val_set}),
-                         "options": {**vars(opts), "val_fraction": val_fraction}}}
+                         "options": {**vars(opts), "val_fraction": val_fraction,
+                                     **advchain.card(augment)}}}
 
     def card_for(history) -> dict:
         last = history[-1] if history else {}
