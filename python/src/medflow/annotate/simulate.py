@@ -32,8 +32,9 @@ from medflow.annotate.options import FeatureOptions
 log = logging.getLogger("medflow")
 
 # The full-data model's default step budget, in multiples of the rounds' --train-steps.
-# A pool of 64 at 4 x 150 steps gets ~9 epochs, close to the 12 epochs of the largest round
-# set (12 subjects at 150 steps), where a 150-step full model got only 2.3.
+# A pool of 64 at 4 x 150 steps gets 10 epochs (rounded up), close to the 13 of the largest
+# round set (12 subjects at 150 steps), where a 150-step full model got 3 and scored below
+# 6-subject models.
 FULL_STEPS_FACTOR = 4
 
 
