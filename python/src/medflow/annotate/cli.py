@@ -179,9 +179,9 @@ DEFAULT_ROLES = {"brats": ("t1,t1ce,t2,flair", "seg"), "cardiac": ("sa", "seg_sa
 @seed_option
 @verbosity_options
 def simulate_cmd(samplesheet, image_role, label_role, strategies, rounds, start, step, repeats,
-                 test_fraction, train_steps, full_steps, channels, levels, patch, stage1_factor, augment,
-                 lr, metric, outdir, threads, grid, latent, vae_steps, uncertainty_kind,
-                 mc_samples, device, seed) -> None:
+                 test_fraction, train_steps, full_steps, channels, levels, patch, stage1_factor,
+                 augment, lr, metric, outdir, threads, grid, latent, vae_steps,
+                 uncertainty_kind, mc_samples, device, seed) -> None:
     """Hide the labels of a fully labelled cohort and replay the annotation loop.
 
     \b
