@@ -90,6 +90,33 @@ def test_tiny_simulation_end_to_end_and_resume(runner, pool_writer, groups, tmp_
         2, 3, 4]
 
 
+def _epochs(folder) -> int:
+    return json.loads((folder / "model" / "model.json").read_text())["training"]["epochs_done"]
+
+
+def test_full_data_model_gets_its_own_budget(runner, pool_writer, groups, tmp_path):
+    """The full-data line is a ceiling only if that model is trained long enough: it gets
+    --full-steps (default 4 x --train-steps), not the rounds' budget, and changing it
+    retrains the full model only."""
+    sheet = pool_writer(tmp_path / "cohort", sum(groups.values(), []))
+    out = tmp_path / "sim"
+    args = ["suggest-annotation", "simulate", "--samplesheet", str(sheet), "--strategies",
+            "random", "--rounds", "1", "--start", "2", "--step", "1", "--repeats", "1",
+            "--train-steps", "5", "--channels", "4", "--levels", "2", "--patch", "24,20,6",
+            "--out", str(out)]
+    assert runner.invoke(cli, args).exit_code == 0
+    work = out / "work" / "repeat0"
+    # pool of 10: the rounds' 5 steps are 1 epoch; the default 4 x 5 = 20 steps are 2
+    assert _epochs(work / "full") == 2 and _epochs(work / "start") == 3  # ceil(5 / 2)
+    assert json.loads((out / "simulate.json").read_text())["parameters"]["full_steps"] == 20
+    rounds = [work / "start", work / "random" / "round1"]
+    stamps = [(f / "model" / "model.safetensors").stat().st_mtime_ns for f in rounds]
+    res = runner.invoke(cli, [*args, "--full-steps", "30"])
+    assert res.exit_code == 0, res.output
+    assert _epochs(work / "full") == 3
+    assert [(f / "model" / "model.safetensors").stat().st_mtime_ns for f in rounds] == stamps
+
+
 def test_simulation_needs_a_large_enough_pool(runner, pool_writer, groups, tmp_path):
     sheet = pool_writer(tmp_path / "cohort", sum(groups.values(), []))
     res = runner.invoke(cli, ["suggest-annotation", "simulate", "--samplesheet", str(sheet),

@@ -155,7 +155,10 @@ DEFAULT_ROLES = {"brats": ("t1,t1ce,t2,flair", "seg"), "cardiac": ("sa", "seg_sa
 @click.option("--test-fraction", type=click.FloatRange(0.05, 0.5), default=0.2,
               show_default=True, help="Held-out test subjects per repeat (by subgroup).")
 @click.option("--train-steps", type=click.IntRange(min=1), default=300, show_default=True,
-              help="Optimisation steps of every training (epochs = steps / subjects).")
+              help="Optimisation steps of every round's training (epochs = steps / "
+              "subjects).")
+@click.option("--full-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Steps of the full-data reference model; 0: 4 x --train-steps.")
 @click.option("--channels", type=click.IntRange(min=2), default=8, show_default=True)
 @click.option("--levels", type=click.IntRange(2, 6), default=3, show_default=True)
 @click.option("--patch", default="128,128,32", show_default=True,
@@ -176,9 +179,9 @@ DEFAULT_ROLES = {"brats": ("t1,t1ce,t2,flair", "seg"), "cardiac": ("sa", "seg_sa
 @seed_option
 @verbosity_options
 def simulate_cmd(samplesheet, image_role, label_role, strategies, rounds, start, step, repeats,
-                 test_fraction, train_steps, channels, levels, patch, stage1_factor, augment,
-                 lr, metric, outdir, threads, grid, latent, vae_steps, uncertainty_kind,
-                 mc_samples, device, seed) -> None:
+                 test_fraction, train_steps, full_steps, channels, levels, patch, stage1_factor,
+                 augment, lr, metric, outdir, threads, grid, latent, vae_steps,
+                 uncertainty_kind, mc_samples, device, seed) -> None:
     """Hide the labels of a fully labelled cohort and replay the annotation loop.
 
     \b
@@ -206,7 +209,7 @@ def simulate_cmd(samplesheet, image_role, label_role, strategies, rounds, start,
              "lr": lr, "stages": 2}
     summary = simulate(samplesheet, image_role, label_role, names, rounds, start, step, repeats,
                        test_fraction, train_steps, train, metric, fopts, seed, outdir,
-                       DEFAULT_ROLES)
+                       DEFAULT_ROLES, full_steps)
     for row in summary.to_dict("records"):
         click.echo(f"{row['strategy']:12s} AUC {row['auc_mean']:.4f} +- {row['auc_sd']:.4f}  "
                    f"reaches full-data Dice {row['full_dice_mean']:.4f} - 0.01 at "

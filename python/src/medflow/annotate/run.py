@@ -17,8 +17,8 @@ log = logging.getLogger("medflow")
 def simulate(samplesheet: Path, image_role: str | None, label_role: str | None,
              strategies: tuple[str, ...], rounds: int, start: int, step: int, repeats: int,
              test_fraction: float, train_steps: int, train: dict, metric: str,
-             fopts: FeatureOptions, seed: int, outdir: Path, default_roles: dict
-             ) -> pd.DataFrame:
+             fopts: FeatureOptions, seed: int, outdir: Path, default_roles: dict,
+             full_steps: int = 0) -> pd.DataFrame:
     """Check the cohort (every subject labelled), run the loop, write the outputs.
 
     Returns:
@@ -51,7 +51,7 @@ def simulate(samplesheet: Path, image_role: str | None, label_role: str | None,
     train = {**train, "regions": "brats" if kind == "brats" else "none"}
     opts = SimOptions(strategies=strategies, rounds=rounds, start=start, step=step,
                       repeats=repeats, test_fraction=test_fraction, train_steps=train_steps,
-                      train=train, metric=metric, seed=seed, features=fopts)
+                      full_steps=full_steps, train=train, metric=metric, seed=seed, features=fopts)
     outdir = Path(outdir)
     check_outputs([outdir / f"{n}.parquet" for n in ("curves", "full", "picks", "summary")]
                   + [outdir / "curves.png", outdir / "simulate.json", outdir / "work"],
@@ -65,7 +65,8 @@ def simulate(samplesheet: Path, image_role: str | None, label_role: str | None,
     metric_name = {"wt": "whole tumour" if kind == "brats" else "whole foreground",
                    "mean": "mean over labels"}[metric]
     sidecar = make_sidecar("suggest-annotation simulate",
-                           {**opts.to_dict(), "image_roles": list(roles), "label_role": label},
+                           {**opts.to_dict(), "full_steps": opts.full_budget(),
+                            "image_roles": list(roles), "label_role": label},
                            {"samplesheet": samplesheet}, timer, subjects=len(sheet),
                            pool_subjects=pool_size, metric=metric_name,
                            summary=out["summary"].to_dict("records"))

@@ -5,8 +5,11 @@ hidden. All strategies start from the same random ``start`` subjects; each round
 model is trained on the labelled subjects, the strategy picks ``step`` more from the pool,
 and the next model is trained. Dice on the test set against the fraction of the pool
 labelled gives one curve per strategy and repeat; the model trained on the whole pool
-gives the full-data line. Every training has the same number of optimisation steps
-(``train_steps``; epochs = steps / labelled subjects), so curves compare data, not effort.
+gives the full-data line. Every round's training has the same number of optimisation
+steps (``train_steps``; epochs = steps / labelled subjects), so curves compare data, not
+effort. The full-data model is the reference the curves must reach, so it gets its own,
+larger budget (``full_steps``, default ``FULL_STEPS_FACTOR`` x ``train_steps``): at the
+rounds' budget it would see each pool subject a few times and score below small-set models.
 
 Results are cached per (repeat, strategy, round) under ``<out>/work/``: a rerun with the
 same settings resumes where a killed run stopped.
@@ -28,6 +31,12 @@ from medflow.annotate.options import FeatureOptions
 
 log = logging.getLogger("medflow")
 
+# The full-data model's default step budget, in multiples of the rounds' --train-steps.
+# A pool of 64 at 4 x 150 steps gets 10 epochs (rounded up), close to the 13 of the largest
+# round set (12 subjects at 150 steps), where a 150-step full model got 3 and scored below
+# 6-subject models.
+FULL_STEPS_FACTOR = 4
+
 
 @dataclass
 class SimOptions:
@@ -40,22 +49,30 @@ class SimOptions:
     repeats: int = 3
     test_fraction: float = 0.2
     train_steps: int = 300
+    full_steps: int = 0                         # 0: FULL_STEPS_FACTOR x train_steps
     train: dict = field(default_factory=dict)   # segment-cascaded training options
     metric: str = "auto"                        # wt | mean | auto
     seed: int = 0
     features: FeatureOptions = field(default_factory=FeatureOptions)
+
+    def full_budget(self) -> int:
+        """Optimisation steps of the full-data model."""
+        return self.full_steps or FULL_STEPS_FACTOR * self.train_steps
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["features"] = self.features.to_dict()
         return d
 
-    def fingerprint(self, sheet: pd.DataFrame) -> str:
+    def fingerprint(self, sheet: pd.DataFrame, full: bool = False) -> str:
         """What decides every cached round (not which strategies, how many repeats or how
         many rounds: round k depends only on the rounds before it, so adding any of them
-        reuses the rounds already run)."""
+        reuses the rounds already run; not the full-data budget, which no round uses).
+        ``full=True``: the full-data model's key, which adds its step budget."""
         d = {k: v for k, v in self.to_dict().items()
-             if k not in ("strategies", "repeats", "rounds")}
+             if k not in ("strategies", "repeats", "rounds", "full_steps")}
+        if full:
+            d["full_budget"] = self.full_budget()
         text = json.dumps([d, sorted(sheet["subject"])], sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -114,15 +131,16 @@ def evaluate(model_dir: Path, sheet: pd.DataFrame, image_roles, label_role, devi
 
 
 def train(sheet: pd.DataFrame, image_roles, label_role, out: Path, opts: SimOptions,
-          seed: int, device: str) -> Path:
-    """A small model on the labelled subjects of ``sheet``; epochs from the step budget."""
+          seed: int, device: str, steps: int | None = None) -> Path:
+    """A small model on the labelled subjects of ``sheet``; epochs from the step budget
+    (``steps``, default ``opts.train_steps``)."""
     from medflow.segment.workflow import train_model
 
     out.mkdir(parents=True, exist_ok=True)
     csv = out / "labelled.csv"
     sheet.to_csv(csv, index=False)
     t = dict(opts.train)
-    epochs = max(1, math.ceil(opts.train_steps / len(sheet)))
+    epochs = max(1, math.ceil((steps or opts.train_steps) / len(sheet)))
     train_model(sheet.reset_index(drop=True), tuple(image_roles), label_role, out / "model",
                 epochs=epochs, patch=tuple(t["patch"]), stage1_factor=t["stage1_factor"],
                 augment=t["augment"], val_fraction=0.0, channels=t["channels"],
@@ -171,7 +189,7 @@ def run_simulation(sheet: pd.DataFrame, image_roles, label_role: str, opts: SimO
     from medflow.errors import InvalidDataError
     from medflow.segment.modelio import load_model
 
-    fp = opts.fingerprint(sheet)
+    fp, fp_full = opts.fingerprint(sheet), opts.fingerprint(sheet, full=True)
     work = Path(outdir) / "work"
     rows = sheet.set_index("subject", drop=False)
     rounds, full = [], []
@@ -187,9 +205,9 @@ def run_simulation(sheet: pd.DataFrame, image_roles, label_role: str, opts: SimO
         pool_sheet, test_sheet = rows.loc[pool].reset_index(drop=True), rows.loc[test]
         seed = opts.seed * 1000 + r
 
-        def fit(subjects, folder, seed=seed, test_sheet=test_sheet):
+        def fit(subjects, folder, seed=seed, test_sheet=test_sheet, steps=None):
             model = train(rows.loc[sorted(subjects)].reset_index(drop=True), image_roles,
-                          label_role, folder, opts, seed, device)
+                          label_role, folder, opts, seed, device, steps)
             return {"labelled": sorted(subjects),
                     **_score(model, test_sheet, image_roles, label_role, device)}
 
@@ -233,7 +251,8 @@ def run_simulation(sheet: pd.DataFrame, image_roles, label_role: str, opts: SimO
                 labelled, model_dir = list(res["labelled"]), folder / "model"
                 progress and progress(1)
         # the full-data model last: the strategies' rounds do not wait for the largest job
-        full.append({"repeat": r, **cached(work / f"repeat{r}" / "full" / "result.json", fp,
-                                            lambda: fit(pool, work / f"repeat{r}" / "full"))})
+        full.append({"repeat": r, **cached(
+            work / f"repeat{r}" / "full" / "result.json", fp_full,
+            lambda: fit(pool, work / f"repeat{r}" / "full", steps=opts.full_budget()))})
         progress and progress(1)
     return {"rounds": rounds, "full": full}
