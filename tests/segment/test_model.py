@@ -94,3 +94,22 @@ def test_config_round_trips_through_json_dict():
     assert back == cfg
     with pytest.raises(ValueError, match="unknown"):
         CascadeConfig.from_dict({"nonsense": 1})
+
+
+@pytest.mark.parametrize("fmt", [torch.channels_last_3d, torch.contiguous_format])
+def test_inference_instance_norm_matches_the_training_one(fmt):
+    """The in-place inference path (two-pass statistics, chunked) normalises exactly as
+    torch's InstanceNorm3d does in training, for both memory layouts and activations far
+    from zero mean (where a one-pass E[x^2] - E[x]^2 would cancel)."""
+    from medflow.segment.blocks import InstanceNorm
+
+    torch.manual_seed(0)
+    norm = InstanceNorm(5, affine=True)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2.0)
+        norm.bias.uniform_(-1.0, 1.0)
+    x = (torch.randn(2, 5, 37, 20, 9) * 0.5 + 40.0).contiguous(memory_format=fmt)
+    expected = norm(x.clone().requires_grad_()).detach()   # grad recorded: torch's path
+    with torch.no_grad():
+        got = norm(x.clone())                               # in-place inference path
+    assert torch.allclose(got, expected, atol=2e-4, rtol=0)
