@@ -187,6 +187,16 @@ def test_missing_model_66_and_other_tools_model_65(runner, tmp_path):
     assert res.exit_code == 66
 
 
+@pytest.mark.parametrize("frames", ["bogus", "ed,edd", ","])
+def test_frames_other_than_ed_es_all_is_a_usage_error(runner, tmp_path, frames):
+    # a 3D stack has one frame: without the check at the door a typo passed unnoticed
+    seg = _stack(tmp_path, _ring_stack())
+    res = run(runner, "predict", "--method", "sdf", "--input", seg, "--frames", frames,
+              "--output", tmp_path / "o" / "hr.nii.gz")
+    assert res.exit_code == 2 and "--frames" in res.output, res.output
+    assert not (tmp_path / "o").exists()
+
+
 def test_joint_needs_the_image_and_models_their_method(runner, tiny_prior, tmp_path):
     folder, _ = tiny_prior
     seg = _stack(tmp_path, _ring_stack())

@@ -19,6 +19,15 @@ def _roles(text: str) -> tuple[str, ...]:
     return tuple(r.strip() for r in text.split(",") if r.strip())
 
 
+def _frames(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--frames: ``all`` or a comma-separated choice of ``ed`` and ``es`` (a usage error,
+    exit 2, before any file is read; a 3D stack would otherwise hide a typo)."""
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if names == ["all"] or (names and set(names) <= {"ed", "es"}):
+        return ",".join(names)
+    raise click.BadParameter(f"takes ed, es, ed,es or all, got {value!r}")
+
+
 @click.group("super-resolve")
 @verbosity_options
 def super_resolve() -> None:
@@ -120,7 +129,7 @@ def train_cmd(method, samplesheet, image_role, label_role, hr_image_role, hr_lab
               help="Labels to write; {frame} in the name is ed, es or tNN.")
 @click.option("--output-image", type=click.Path(dir_okay=False, path_type=Path),
               help="Super-resolved image to write (joint, or B-spline with a baseline).")
-@click.option("--frames", default="ed,es", show_default=True,
+@click.option("--frames", default="ed,es", show_default=True, callback=_frames,
               help="ed,es, ed, es or all (ED = frame 0, ES = least LV blood pool).")
 @click.option("--grid-like", type=click.Path(path_type=Path),
               help="Write on this image's grid [default: 1.25 mm, the stack's axes].")
