@@ -114,6 +114,11 @@ def test_train_joint_then_predict_image_and_labels(runner, subject, tmp_path):
     res = run(runner, "predict", "--model", tmp_path / "joint", "--input",
               subject / "seg_sa.nii.gz", "--output", tmp_path / "x.nii.gz")
     assert res.exit_code == 65 and "give --image" in res.output
+    # batch mode: the image column defaults to the one the model was trained on
+    res = run(runner, "predict", "--model", tmp_path / "joint", "--samplesheet", sheet,
+              "--outdir", tmp_path / "batch", "--frames", "ed", "--grid-like", ref)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "batch" / "sub-0" / "sub-0_sa_hrimage_ed.nii.gz").exists()
 
 
 # ---------------------------------------------------------------- bad inputs
