@@ -30,6 +30,18 @@ def test_nothing_left_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_failure_leaves_no_output_folder_it_made(tmp_path):
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "other.txt").write_text("another writer's file")
+    with pytest.raises(RuntimeError):
+        with atomic_outputs() as out:
+            out.path(tmp_path / "new" / "sub" / "a.nii.gz").write_text("a")
+            out.path(tmp_path / "new" / "b.json").write_text("b")
+            out.path(tmp_path / "kept" / "c.json").write_text("c")
+            raise RuntimeError("killed half way")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept", "other.txt"]
+
+
 def test_temporary_keeps_compound_suffix(tmp_path):
     with atomic_outputs() as out:
         tmp = out.path(tmp_path / "x.nii.gz")

@@ -159,7 +159,7 @@ def test_missing_or_foreign_model_and_usage(runner, pool, tmp_path):
     foreign.mkdir()
     (foreign / "model.json").write_text('{"format": "some-other-tool"}')
     res = rank(runner, "--model", str(foreign), "--samplesheet", str(pool), "--out", str(out))
-    assert res.exit_code == 65 and "not a medflow-segment-cascaded model card" in res.output
+    assert res.exit_code == 65 and "not a segment-cascaded model (made by" in res.output
     res = rank(runner, "--samplesheet", str(pool), "--strategy", "gradient", "--out", str(out))
     assert res.exit_code == 2 and "needs --model" in res.output
     res = rank(runner, "--samplesheet", str(pool), "--features", "x.parquet", "--out", str(out))

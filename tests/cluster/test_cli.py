@@ -109,7 +109,14 @@ def test_folder_without_readable_images_is_65_naming_it(runner, model, tmp_path)
                                      str(folder), *map(str, cmd[1:])])
         assert result.exit_code == 65, result.output
         assert f"{folder}: no readable image found" in result.output
-    assert not (tmp_path / "o" / "clusters.parquet").exists() and not (tmp_path / "m").exists()
+    assert not (tmp_path / "o").exists() and not (tmp_path / "m").exists()  # no folder either
+
+
+def test_input_dir_that_is_a_file_is_65_not_missing(runner, model, cohort, tmp_path):
+    image = next(cohort.parent.rglob("*.nii.gz"))
+    result = assign(runner, "--model", model, "--input-dir", image, "--out", tmp_path / "o")
+    assert result.exit_code == 65, result.output
+    assert f"{image}: not a folder" in result.output and not (tmp_path / "o").exists()
 
 
 def test_k_larger_than_the_images_is_a_usage_error(runner, cohort, tmp_path, cluster_fast):

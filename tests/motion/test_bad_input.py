@@ -62,7 +62,20 @@ def test_long_axis_plane_off_the_stack_is_65(runner, heart_segs, tmp_path):
     affine[:3, 3] += 400.0
     bad = dict(paths, la_4ch=_rewrite(paths["la_4ch"], tmp_path / "la4.nii.gz",
                                       affine=affine))
-    _expect(runner, bad, tmp_path / "out", 65, "la4.nii.gz", "does not intersect")
+    _expect(runner, bad, tmp_path / "out", 65, "la4.nii.gz", "does not cross the short-axis stack")
+
+
+def test_long_axis_plane_parallel_to_the_stack_is_65(runner, heart_segs, tmp_path):
+    # a short-axis slice put in the 4-chamber column: inside the stack, but no long axis
+    _, paths = heart_segs
+    sa = read_image(paths["sa"], kind="label")
+    mid = np.asarray(sa.data)[:, :, 4:5].copy()
+    affine = sa.affine.copy()
+    affine[:3, 3] += 4 * sa.affine[:3, 2]
+    bad = tmp_path / "la4_sa_slice.nii.gz"
+    write_nifti(Volume(mid, affine, kind="label"), bad)
+    _expect(runner, dict(paths, la_4ch=bad), tmp_path / "out", 65, "la4_sa_slice.nii.gz",
+            "parallel to the short-axis slices")
 
 
 def test_different_frame_counts_is_65(runner, heart_segs, tmp_path):

@@ -206,6 +206,30 @@ def test_validation_without_labels_is_refused(runner, tiny_model, cohort, tmp_pa
     assert "calibration" not in json.loads((model / "model.json").read_text())
 
 
+def test_calibration_entry_that_is_not_a_mapping_is_65(tiny_model, tmp_path):
+    from medflow.errors import InvalidDataError
+    from medflow.segment.calibrate import load_calibrator
+
+    with pytest.raises(InvalidDataError, match="'calibration' entry is not a mapping") as err:
+        load_calibrator(tiny_model, {"calibration": [1]})
+    assert str(tiny_model / "model.json") in err.value.message
+
+
+def test_validation_labels_that_are_not_labels_name_the_file(runner, tiny_model, cohort,
+                                                             tmp_path):
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model, model)
+    sheet = pd.read_csv(cohort)
+    wrong = tmp_path / "image_as_labels.csv"
+    sheet.assign(sa=[str(cohort.parent / p) for p in sheet["sa"]],
+                 seg_sa=[str(cohort.parent / p) for p in sheet["sa"]]).to_csv(wrong, index=False)
+    res = runner.invoke(cli, ["segment-cascaded", "calibrate", "--model", str(model),
+                              "--samplesheet", str(wrong), *CAL])
+    assert res.exit_code == 65, res.output
+    assert f"{cohort.parent / sheet['sa'][0]}: unknown label values" in res.output
+    assert not (model / CALIBRATION).exists()
+
+
 def test_spread_frames_keeps_evenly_spaced_frames_per_subject():
     from types import SimpleNamespace
 

@@ -114,6 +114,11 @@ def test_train_joint_then_predict_image_and_labels(runner, subject, tmp_path):
     res = run(runner, "predict", "--model", tmp_path / "joint", "--input",
               subject / "seg_sa.nii.gz", "--output", tmp_path / "x.nii.gz")
     assert res.exit_code == 65 and "give --image" in res.output
+    # batch mode: the image column defaults to the one the model was trained on
+    res = run(runner, "predict", "--model", tmp_path / "joint", "--samplesheet", sheet,
+              "--outdir", tmp_path / "batch", "--frames", "ed", "--grid-like", ref)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "batch" / "sub-0" / "sub-0_sa_hrimage_ed.nii.gz").exists()
 
 
 # ---------------------------------------------------------------- bad inputs
@@ -185,6 +190,16 @@ def test_missing_model_66_and_other_tools_model_65(runner, tmp_path):
     res = run(runner, "predict", "--method", "sdf", "--input", tmp_path / "missing.nii.gz",
               "--output", tmp_path / "o.nii.gz")
     assert res.exit_code == 66
+
+
+@pytest.mark.parametrize("frames", ["bogus", "ed,edd", ","])
+def test_frames_other_than_ed_es_all_is_a_usage_error(runner, tmp_path, frames):
+    # a 3D stack has one frame: without the check at the door a typo passed unnoticed
+    seg = _stack(tmp_path, _ring_stack())
+    res = run(runner, "predict", "--method", "sdf", "--input", seg, "--frames", frames,
+              "--output", tmp_path / "o" / "hr.nii.gz")
+    assert res.exit_code == 2 and "--frames" in res.output, res.output
+    assert not (tmp_path / "o").exists()
 
 
 def test_joint_needs_the_image_and_models_their_method(runner, tiny_prior, tmp_path):

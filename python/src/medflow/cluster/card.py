@@ -21,9 +21,7 @@ def read_card(folder: str | os.PathLike) -> dict:
         >>> read_card("results/cluster/model")["training"]["k"]    # doctest: +SKIP
         3
     """
-    card = read_model_card(folder, CARD, FORMAT, lambda card: (
-        f"not a {TOOL} model (made by "
-        f"{(card.get('format') if isinstance(card, dict) else None) or 'an unknown tool'})"))
+    card = read_model_card(folder, CARD, FORMAT, TOOL)
     if not (Path(folder) / WEIGHTS).is_file():
         raise MissingInputError(f"no {WEIGHTS} in the model folder", folder)
     return card

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from medflow.errors import InvalidDataError, MissingInputError
+from medflow.io.paths import existing_folder
 from medflow.io.images import image_format, read_image, validate_volume
 from medflow.io.samplesheet import is_label_role
 from medflow.io.volume import Volume
@@ -98,11 +99,10 @@ def entries_from_folder(folder: str | os.PathLike) -> list[Entry]:
         by series and also reads its subfolders).
 
     Note:
-        Raises :class:`MissingInputError` (66) when ``folder`` does not exist.
+        Raises :class:`MissingInputError` (66) when ``folder`` does not exist,
+        :class:`InvalidDataError` (65) when it is a file.
     """
-    root = Path(folder)
-    if not root.is_dir():
-        raise MissingInputError("no such folder", root)
+    root = existing_folder(folder)
     out: list[Entry] = []
     dicom_roots: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):

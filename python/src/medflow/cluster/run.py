@@ -23,7 +23,7 @@ from medflow.cluster.modelio import TOOL, load_model, save_model
 from medflow.cluster.table import ClusterTable, add_column_flags, summary
 from medflow.errors import InvalidDataError
 from medflow.io.atomic import atomic_outputs
-from medflow.io.outputs import output_error, output_folder
+from medflow.io.outputs import output_error, output_folder, remove_new_folders
 from medflow.io.sidecar import Timer, make_sidecar, write_json
 
 log = logging.getLogger("medflow")
@@ -96,10 +96,12 @@ def assign_images(model_dir: Path, entries: list[Entry], source: Path, out: Path
     cfg = model.cfg
     with_columns = any(e.column for e in entries)
     skipped: list[tuple[str, str]] = []
-    output_folder(out)  # 73 when it cannot be made
+    created: list[Path] = []  # removed again when the command fails
+    output_folder(out, created)  # 73 when it cannot be made
     try:  # the streamed table is written next to its final place (a full disk: 73)
         fd, tmp = tempfile.mkstemp(prefix=".clusters.", suffix=".parquet", dir=out)
     except OSError as exc:
+        remove_new_folders(created)
         raise output_error(exc, out) from None
     os.close(fd)
     tmp = Path(tmp)
@@ -133,8 +135,11 @@ def assign_images(model_dir: Path, entries: list[Entry], source: Path, out: Path
                                     input_listing_sha256=listing_digest(entries),
                                     model_format=card["format"], **facts),
                        o.path(out / "clusters.json"))
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        remove_new_folders(created)
+        raise
+    tmp.unlink(missing_ok=True)
     return facts
 
 

@@ -1,5 +1,6 @@
 """Atomic outputs: everything is written to temporary names beside the targets, then
-renamed together, so a killed or failed run never leaves a partial or corrupt output.
+renamed together, so a killed or failed run never leaves a partial or corrupt output (nor
+the output folders it made for them).
 :func:`remove_stale_temporaries` removes what a killed writer left behind. An output that
 cannot be written (disk full, permission denied) is an ``OutputError`` (exit 73), see
 :mod:`medflow.io.outputs` (docs/data-safety.md).
@@ -14,7 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from medflow.io.outputs import ALWAYS_WRITE, PLACE, output_error, output_folder
+from medflow.io.outputs import (ALWAYS_WRITE, PLACE, output_error, output_folder,
+                                remove_new_folders)
 
 # mkstemp's names: ".<final name>.<8 random characters>.tmp<final suffix>"
 _TEMP = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp(?P<suffix>(\.[^.]+)*)$")
@@ -43,6 +45,7 @@ class OutputSet:
 
     def __init__(self) -> None:
         self._pending: list[tuple[Path, Path]] = []
+        self._created: list[Path] = []  # folders made for the outputs (removed on failure)
 
     def path(self, final: str | os.PathLike) -> Path:
         """A temporary path in the same folder as ``final``; it replaces ``final`` on success.
@@ -52,7 +55,7 @@ class OutputSet:
         """
         final = Path(final)
         try:
-            output_folder(final.parent)
+            output_folder(final.parent, self._created)
             fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + _suffix(final),
                                        dir=final.parent)
         except OSError as exc:
@@ -71,6 +74,7 @@ class OutputSet:
                 self.discard()
                 raise output_error(exc, final) from None
         self._pending.clear()
+        self._created.clear()
 
     def owns(self, exc: OSError) -> bool:
         """Whether ``exc`` came from writing one of this set's files (or their folders)."""
@@ -84,6 +88,8 @@ class OutputSet:
         for tmp, _ in self._pending:
             tmp.unlink(missing_ok=True)
         self._pending.clear()
+        remove_new_folders(self._created)
+        self._created.clear()
 
 
 @contextmanager

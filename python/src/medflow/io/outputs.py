@@ -42,19 +42,43 @@ def output_error(exc: OSError, path: str | os.PathLike | None) -> OutputError | 
     return OutputError(f"cannot write output: {reason} ({hint})", path)
 
 
-def output_folder(path: str | os.PathLike) -> Path:
+def output_folder(path: str | os.PathLike, created: list[Path] | None = None) -> Path:
     """Create the output folder ``path`` (and its parents) if needed.
+
+    Args:
+        path: the folder.
+        created: when given, the folders this call made are appended to it, so that a
+            command that fails can remove them again (:func:`remove_new_folders`).
 
     Raises:
         OutputError: it cannot be created (permission denied, read-only, a file in the
             way, disk full): exit 73, one line naming the folder.
     """
     path = Path(path)
+    new = []
+    if created is not None:
+        p = path
+        while not os.path.lexists(p) and p != p.parent:
+            new.append(p)
+            p = p.parent
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise output_error(exc, path) from None
+    if created is not None:
+        created.extend(new)
     return path
+
+
+def remove_new_folders(created: Iterable[Path]) -> None:
+    """Remove the folders :func:`output_folder` made (``created``) that are still empty,
+    deepest first: a command that fails leaves no output folder behind. A folder that
+    holds anything (another writer's file) stays."""
+    for folder in sorted(set(created), key=lambda p: len(Path(p).parts), reverse=True):
+        try:
+            Path(folder).rmdir()
+        except OSError:
+            pass
 
 
 class _Identities:

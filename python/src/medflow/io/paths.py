@@ -89,3 +89,32 @@ def split_series(path: str | os.PathLike, base: str | os.PathLike | None = None
 def source_file(path: str | os.PathLike) -> Path:
     """The file or folder a path or samplesheet cell reads (``x.zip#S`` -> ``x.zip``)."""
     return split_series(path)[0]
+
+
+def existing_folder(path: str | os.PathLike, what: str = "folder") -> Path:
+    """``path`` when it is an existing folder (a model folder, a folder to walk).
+
+    Args:
+        path: the folder a command reads.
+        what: what the user calls it, for the message ("model folder").
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        MissingInputError: nothing exists at ``path`` (66): "<what> not found".
+        InvalidDataError: a file (or anything else) is there, not a folder (65); saying
+            "not found" of a file that exists would send the user looking in vain.
+
+    Example:
+        >>> existing_folder("/")
+        PosixPath('/')
+    """
+    from medflow.errors import InvalidDataError, MissingInputError
+
+    p = Path(path)
+    if p.is_dir():
+        return p
+    if not os.path.lexists(p):
+        raise MissingInputError(f"{what} not found", p)
+    raise InvalidDataError(f"not a folder: a {what} is expected here, not a file", p)

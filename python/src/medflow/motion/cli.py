@@ -1,4 +1,5 @@
-"""`medflow estimate-motion-mesh fit|train|predict`: thin commands over the method.
+"""`medflow estimate-motion-mesh fit`: a thin command over the method (the learned
+`train`/`predict` mode of issue 17 is not built yet; `fit` needs no model folder).
 
 Torch is imported inside the commands so `medflow --help` stays fast.
 """

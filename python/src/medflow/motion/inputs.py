@@ -3,7 +3,8 @@
 Checks, in order: each file reads as a label map (66 missing, 65 unreadable); it is a
 cine (4D) with UK Biobank labels (0-3, atria 4-5 read as background); all views have the
 same number of frames and, where the NIfTI headers give a frame interval, the same cycle
-length; every long-axis plane cuts the short-axis stack; and the end-diastolic short-axis
+length; every long-axis plane cuts the short-axis stack (not parallel to its slices,
+heart labels inside its field of view: :mod:`medflow.cardiac.planes`); and the end-diastolic short-axis
 segmentation passes the ukbb_cardiac rules the mesh needs (LV blood pool and myocardium
 on enough contiguous slices, the mid-cavity slice with LV epicardium and RV).
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medflow.cardiac.planes import long_axis_problem
 from medflow.cardiac.qc import short_axis_qc
 from medflow.errors import InvalidDataError
 from medflow.io.images import read_image
@@ -89,19 +91,6 @@ def slices_last(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.nd
     return np.transpose(data, (*order, 3)), out
 
 
-def _cuts_stack(la: View, sa: View) -> bool:
-    """Whether the long-axis plane's heart (labels 1-3, first frame) meets the stack."""
-    ijk = np.argwhere(np.isin(la.labels[..., 0], (1, 2, 3))).astype(np.float64)
-    if not len(ijk):
-        return False
-    world = ijk @ la.affine[:3, :3].T + la.affine[:3, 3]
-    inv = np.linalg.inv(sa.affine)
-    sa_ijk = world @ inv[:3, :3].T + inv[:3, 3]
-    shape = np.asarray(sa.labels.shape[:3])
-    inside = np.all((sa_ijk > -0.5) & (sa_ijk < shape - 0.5), axis=1)
-    return bool(inside.any())
-
-
 def read_inputs(sa: Path, la_2ch: Path | None = None, la_4ch: Path | None = None) -> Inputs:
     """Read and check the views.
 
@@ -125,9 +114,10 @@ def read_inputs(sa: Path, la_2ch: Path | None = None, la_4ch: Path | None = None
                                + ", ".join(f"{k} {1000 * s:.0f} ms" for k, s in known.items())
                                + ")", paths["sa"])
     for la in views[1:]:
-        if not _cuts_stack(la, views[0]):
-            raise InvalidDataError(f"the {la.name} plane does not intersect the short-axis "
-                                   "stack (or holds no heart labels)", paths[la.name])
+        problem = long_axis_problem(la.labels, la.affine, views[0].labels.shape,
+                                    views[0].affine)
+        if problem:
+            raise InvalidDataError(f"the {la.name} plane {problem}", paths[la.name])
     fatal = [r for r in short_axis_qc(views[0].labels[..., 0])
              if any(key in r for key in FATAL_QC)]
     if fatal:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from medflow.errors import InvalidDataError, MissingInputError
+from medflow.io.paths import existing_folder
 
 
 def check_model(folder: Path) -> dict:
@@ -17,9 +18,7 @@ def check_model(folder: Path) -> dict:
     """
     from safetensors import SafetensorError, safe_open
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise MissingInputError("model folder not found", folder)
+    folder = existing_folder(folder, "model folder")
     card_path, weights = folder / "model.json", folder / "model.safetensors"
     for path in (card_path, weights):
         if not path.is_file():
@@ -43,9 +42,7 @@ def check_model(folder: Path) -> dict:
 def check_prior(folder: Path) -> dict:
     """The card of a ``super-resolve train-prior`` folder (65/66 otherwise), read without
     torch: the folder, its card (made by super-resolve, method latent) and weights."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise MissingInputError("shape prior folder not found", folder)
+    folder = existing_folder(folder, "shape prior folder")
     card_path = folder / "model.json"
     for path in (card_path, folder / "model.safetensors"):
         if not path.is_file():

@@ -35,15 +35,14 @@ def samplesheet(ukbb_dir: Path, out: Path) -> None:
     import csv
     import io
 
-    from medflow.errors import InvalidDataError, MissingInputError
+    from medflow.errors import InvalidDataError
     from medflow.io.atomic import atomic_path
     from medflow.io.outputs import check_outputs
-    from medflow.io.paths import absolute
+    from medflow.io.paths import absolute, existing_folder
     from medflow.io.ukbb import VIEWS, find_zips, samplesheet_rows
 
     folder, out = absolute(ukbb_dir), absolute(out)
-    if not folder.is_dir():
-        raise MissingInputError("no such folder", folder)
+    existing_folder(folder)
     # the zips, not their folder: the samplesheet usually lives beside them
     check_outputs([out], [z for views in find_zips(folder).values() for z in views.values()])
     rows, skipped = samplesheet_rows(folder, out.parent)

@@ -149,6 +149,9 @@ def load_calibrator(model_dir: Path, card: dict) -> Calibrator | None:
     path, entry = model_dir / CALIBRATION, card.get("calibration")
     if entry is None and not path.exists():
         return None
+    if entry is not None and not isinstance(entry, dict):
+        raise InvalidDataError("the 'calibration' entry is not a mapping (re-run calibrate)",
+                               model_dir / "model.json")
     if not path.exists():
         raise MissingInputError(f"model.json names a calibrator but {CALIBRATION} is missing "
                                 "(re-run calibrate, or predict --no-calibration)", model_dir)

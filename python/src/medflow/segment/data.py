@@ -127,20 +127,20 @@ def load_training_samples(df, image_roles, label_role, labels=None, spacing=None
         if lab.n_frames not in (1, chans[0].n_frames):
             raise InvalidDataError("label frames do not match the image frames", row[label_role])
         check_cine(context, chans[0].n_frames, row[image_roles[0]])
-        raw.append((row["subject"], chans, lab))
+        raw.append((row["subject"], chans, lab, row[label_role]))
     if labels is None:
         found = set()
-        for _, _, lab in raw:
+        for _, _, lab, _ in raw:
             found |= set(np.unique(np.asarray(lab.data)).astype(int).tolist())
         labels = tuple(sorted(found | {0}))
     spacing = tuple(spacing or raw[0][1][0].spacing)
     samples = []
-    for subject, chans, lab in raw:
+    for subject, chans, lab, lab_path in raw:
         stats = [robust_stats(c.data) for c in chans]
         lab_frames = frames_of(lab)
         img_frames = [frames_of(c) for c in chans]
         for t in range(chans[0].n_frames):
-            classes = encode_labels(lab_frames[min(t, len(lab_frames) - 1)], labels, subject)
+            classes = encode_labels(lab_frames[min(t, len(lab_frames) - 1)], labels, lab_path)
             if len(lab_frames) > 1 and not classes.any():
                 continue  # unlabelled frame of a cine
             image = np.stack([normalise(f[k], s) for k in frame_sources(context, t, len(

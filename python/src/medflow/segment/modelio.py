@@ -44,7 +44,7 @@ def save_model(folder: str | os.PathLike, model: Cascade, card: dict,
 
 def read_card(folder: str | os.PathLike) -> dict:
     """The model card; exit 66 when the folder or file is missing, 65 when unreadable."""
-    return read_model_card(folder, CARD, FORMAT, lambda card: f"not a {FORMAT} model card")
+    return read_model_card(folder, CARD, FORMAT, "segment-cascaded")
 
 
 def load_model(folder: str | os.PathLike, device: str = "cpu") -> tuple[Cascade, dict]:

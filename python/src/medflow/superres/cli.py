@@ -19,6 +19,15 @@ def _roles(text: str) -> tuple[str, ...]:
     return tuple(r.strip() for r in text.split(",") if r.strip())
 
 
+def _frames(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--frames: ``all`` or a comma-separated choice of ``ed`` and ``es`` (a usage error,
+    exit 2, before any file is read; a 3D stack would otherwise hide a typo)."""
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if names == ["all"] or (names and set(names) <= {"ed", "es"}):
+        return ",".join(names)
+    raise click.BadParameter(f"takes ed, es, ed,es or all, got {value!r}")
+
+
 @click.group("super-resolve")
 @verbosity_options
 def super_resolve() -> None:
@@ -117,10 +126,11 @@ def train_cmd(method, samplesheet, image_role, label_role, hr_image_role, hr_lab
 @click.option("--la-2ch", type=click.Path(path_type=Path), help="latent: 2-chamber labels.")
 @click.option("--la-4ch", type=click.Path(path_type=Path), help="latent: 4-chamber labels.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Labels to write; {frame} in the name is ed, es or tNN.")
+              help="Labels to write; {frame} in the name is ed, es or tNN (without it, "
+                   "several frames are written as NAME_ed.nii.gz, NAME_es.nii.gz).")
 @click.option("--output-image", type=click.Path(dir_okay=False, path_type=Path),
               help="Super-resolved image to write (joint, or B-spline with a baseline).")
-@click.option("--frames", default="ed,es", show_default=True,
+@click.option("--frames", default="ed,es", show_default=True, callback=_frames,
               help="ed,es, ed, es or all (ED = frame 0, ES = least LV blood pool).")
 @click.option("--grid-like", type=click.Path(path_type=Path),
               help="Write on this image's grid [default: 1.25 mm, the stack's axes].")
@@ -136,7 +146,8 @@ def train_cmd(method, samplesheet, image_role, label_role, hr_image_role, hr_lab
               help="Batch mode: <outdir>/<subject>/<subject>_<role>_hr_<frame>.nii.gz.")
 @click.option("--label-role", default="seg_sa", show_default=True,
               help="Batch mode: label column.")
-@click.option("--image-role", default=None, help="Batch mode: image column.")
+@click.option("--image-role", default=None,
+              help="Batch mode: image column [joint: the column the model was trained on].")
 @click.option("--la-roles", default="", help="Batch mode, latent: long-axis label columns "
                                              "(seg_la_2ch,seg_la_4ch).")
 @jobs_option
@@ -155,7 +166,8 @@ def predict_cmd(method, model_dir, seg, image, la_2ch, la_4ch, output, output_im
     Example:
       medflow super-resolve predict --model prior --input seg_sa.nii.gz \\
           --la-2ch seg_la_2ch.nii.gz --la-4ch seg_la_4ch.nii.gz --output hr_{frame}.nii.gz
-      medflow super-resolve predict --method sdf --input seg_sa.nii.gz --output hr.nii.gz
+      medflow super-resolve predict --method sdf --input seg_sa.nii.gz --frames ed \\
+          --output hr.nii.gz
       medflow super-resolve predict --model joint --input seg_sa.nii.gz --image sa.nii.gz \\
           --output hr_{frame}.nii.gz --output-image hrimg_{frame}.nii.gz
       medflow super-resolve predict --model prior --samplesheet sheet.csv --outdir results

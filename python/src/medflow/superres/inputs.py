@@ -13,13 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from medflow.cardiac.labels import LV_BLOOD, LV_MYO
+from medflow.cardiac.planes import long_axis_problem
 from medflow.errors import InvalidDataError
 from medflow.io.images import read_image
 from medflow.io.volume import Volume, same_space
-from medflow.superres.geometry import apply_affine, slice_normal, voxel_points
-
-#: A long-axis plane whose normal is closer than this (|cos|) to the stack's is parallel.
-PARALLEL_COS = 0.9
 
 
 def frames_of(vol: Volume) -> np.ndarray:
@@ -82,9 +79,10 @@ def read_long_axis(path: str | Path, stack: Volume) -> Volume:
     """A long-axis label plane (X, Y, 1[, T]) that crosses the short-axis stack.
 
     Raises:
-        InvalidDataError: not a single plane, a frame count other than the stack's, no
-            LV labels, parallel to the short-axis slices, or no labelled pixel inside the
-            stack's field of view (65).
+        InvalidDataError: not a single plane, a frame count other than the stack's, or
+            one that does not cross the stack (:func:`~medflow.cardiac.planes.
+            long_axis_problem`: parallel to the short-axis slices, no heart labels, none
+            inside the stack's field of view) (65).
     """
     vol = read_image(path, kind="label")
     if vol.shape3[2] != 1:
@@ -93,18 +91,9 @@ def read_long_axis(path: str | Path, stack: Volume) -> Volume:
     if vol.n_frames not in (1, stack.n_frames):
         raise InvalidDataError(f"{vol.n_frames} frames, the short-axis stack has "
                                f"{stack.n_frames}", path)
-    if not (frames_of(vol) > 0).any():
-        raise InvalidDataError("no cardiac labels in the long-axis plane", path)
-    if abs(float(slice_normal(vol.affine) @ slice_normal(stack.affine))) > PARALLEL_COS:
-        raise InvalidDataError("the long-axis plane is parallel to the short-axis slices: it "
-                               "does not cross the stack", path)
-    fg = frames_of(vol).any(axis=3)
-    pts = voxel_points(vol.affine, vol.shape3)[fg]
-    ijk = apply_affine(np.linalg.inv(stack.affine), pts)
-    inside = np.all((ijk > -0.5) & (ijk < np.array(stack.shape3) - 0.5), axis=1)
-    if not inside.any():
-        raise InvalidDataError("the long-axis plane does not cross the short-axis stack (no "
-                               "labelled pixel inside its field of view)", path)
+    problem = long_axis_problem(frames_of(vol), vol.affine, stack.shape3, stack.affine)
+    if problem:
+        raise InvalidDataError(f"the long-axis plane {problem}", path)
     return vol
 
 

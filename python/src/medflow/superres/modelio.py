@@ -46,9 +46,7 @@ def read_card(folder: str | os.PathLike, method: str | None = None) -> dict:
         MissingInputError: no folder, or no ``model.json`` in it (66).
         InvalidDataError: unreadable card, another tool's folder, or another method's (65).
     """
-    card = read_model_card(folder, CARD, FORMAT, lambda card: (
-        f"not a {TOOL} model (made by "
-        f"{card.get('format', 'unknown') if isinstance(card, dict) else 'unknown'})"))
+    card = read_model_card(folder, CARD, FORMAT, TOOL)
     path = Path(folder) / CARD
     if method is not None and card.get("method") != method:
         raise InvalidDataError(f"a '{card.get('method')}' model, not a '{method}' one", path)

@@ -192,6 +192,8 @@ def predict_command(method, model_dir, *, seg, image, la, output, output_image, 
     if seg is not None:
         return predict_files(method, seg, output, image=image, output_image=output_image,
                              la=la, **common)
+    if method == "joint" and not image_role:  # the joint network needs its image column
+        image_role = card.get("training", {}).get("image_role")
     roles = (label_role, *([image_role] if image_role else []), *la_roles)
     df = load_samplesheet(samplesheet, required_roles=roles)
     jobs_args = []
