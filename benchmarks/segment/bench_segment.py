@@ -160,8 +160,10 @@ def monai_side(model, vol, window, out: Path) -> None:
 
     from medflow.segment.data import normalise, robust_stats
     from medflow.segment.infer import ArraySource, stage1_outputs
+    from medflow.segment.predict import apply_ventricle_anatomy, ventricle_labels
 
     cfg = model.cfg
+    rule = ventricle_labels(cfg, vol.spacing)
     data = np.asarray(vol.data)
     stats = robust_stats(data)
     frames = [data] if data.ndim == 3 else [data[..., t] for t in range(data.shape[3])]
@@ -186,6 +188,9 @@ def monai_side(model, vol, window, out: Path) -> None:
             window[(slice(None), slice(None), slice(0, frame.shape[2]), *tix)] = \
                 probs.permute(1, 2, 3, 0).numpy()
             labels[(..., *tix)] = probs.argmax(0).numpy()
+            if rule is not None:      # the same post-processing `segment` applies
+                labels[(..., *tix)] = apply_ventricle_anatomy(
+                    labels[(..., *tix)], rule, cfg.labels[0], tuple(vol.spacing[:2]))[0]
     nib.save(nib.Nifti1Image(labels, vol.affine), str(out.with_suffix(".seg.nii")))
 
 
