@@ -41,25 +41,35 @@ def lbfgs(params: list[torch.Tensor], objective, evaluations: int) -> None:
 def adam(params: torch.Tensor, step: torch.Tensor, objective, steps: int) -> None:
     """Minimise ``objective()`` over one parameter vector with Adam, ``step`` (same
     shape) the largest change per step of each entry, decaying to a tenth (cosine).
+    ``params`` ends at the best point evaluated (its start included), never worse.
 
     Note:
         The template's few parameters move the whole mesh: a plane's cross-section can
         appear or vanish along the way, and a first-order method with bounded steps
-        walks through such kinks where L-BFGS's line search stops.
+        walks through such kinks where L-BFGS's line search stops. Adam's first steps
+        are normalised (about ``step`` per entry whatever the gradient's size): started
+        at or near an optimum, they walk away on gradient noise, and a few steps do not
+        come back. Keeping the best iterate makes the result monotone: a start that is
+        already best (a frame identical to the previous one) is kept exactly.
     """
     z = torch.zeros_like(params, requires_grad=True)
     start = params.detach().clone()
+    best, best_loss = start.clone(), float("inf")
     optim = torch.optim.Adam([z], lr=1.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, max(steps, 1), eta_min=0.1)
-    for _ in range(steps):
+    for i in range(steps + 1):
         optim.zero_grad()
         with torch.no_grad():
             params.copy_(start + z * step)
         params.grad = None
         loss = objective()
+        if float(loss.detach()) < best_loss:       # strict: earlier points win ties
+            best, best_loss = params.detach().clone(), float(loss.detach())
+        if i == steps:                             # the last step's result: scored only
+            break
         loss.backward()
         z.grad = params.grad * step
         optim.step()
         sched.step()
     with torch.no_grad():
-        params.copy_(start + z * step)
+        params.copy_(best)
