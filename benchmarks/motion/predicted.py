@@ -6,17 +6,22 @@ Held out like ``benchmarks/segment/cardiac_accuracy.py``: a 24-subject demo coho
 ``evaluate.py`` fits meshes to the PREDICTED segmentations and scores them against
 ``truth.json`` (mesh phenotypes and their voxel-counting twins from the same predicted
 short-axis labels), and, as the floor of the fit, to the same subjects' ground-truth
-segmentations. Every step calls the medflow command line, so the numbers are what a user
-gets.
+segmentations. Training and prediction call the medflow command line; the fit is
+evaluate.py's call of ``fit_files`` (what ``estimate-motion-mesh fit`` runs, one thread).
 
     python benchmarks/motion/predicted.py --workdir /tmp/motion_pred
-    python benchmarks/motion/predicted.py --workdir /tmp/motion_pred --skip-truth-fit \
-        --fit-extra ""          # reuse the trained models and predictions in --workdir
+    python benchmarks/motion/predicted.py --workdir /tmp/motion_pred2 --skip-truth-fit \
+        --train-sa "--epochs 4 --patch 96,96,16 --channels 8 --levels 4 --seed 1"
+
+A model folder, prediction folder or evaluation already in --workdir is reused (delete it
+to redo that step): a rerun only prints the summary.
 
 Training settings: ``sa`` as cardiac_accuracy.py's reduced setting (``--epochs 4 --patch
 96,96,16 --channels 8 --levels 4``); the long-axis views with the pipeline's train stage
 options (``medflow.pipeline.stages``: ``--epochs 10 --patch 96,96,16 --channels 8 --levels
-3 --augment standard --val-fraction 0.2``; the patch is clipped to the single plane).
+3 --augment standard --val-fraction 0.2``; the patch is clipped to the single plane; the
+pipeline itself reads long-axis segmentations from the samplesheet and trains no
+long-axis model yet).
 Writes ``<workdir>/predicted_summary.json`` and prints it; CPU seconds are reported (the
 machine's cores are shared).
 """
@@ -147,15 +152,16 @@ def main() -> None:
                 "--image-role", view, "--label-role", f"seg_{view}", "--out", str(model),
                 *shlex.split(options)), 1)
         pred = work / f"pred_{view}"
-        if not pred.exists():
+        segs = [pred / r["subject"] / f"{r['subject']}_{view}_seg.nii.gz" for r in test]
+        if not all(p.exists() for p in segs):
             info["predict_cpu_s"] = round(medflow(
                 "segment-cascaded", "predict", "--model", str(model), "--samplesheet",
                 str(write_sheet(test, ["subject", view], work / f"test_{view}.csv")),
                 "--outdir", str(pred), *shlex.split(a.predict_extra)), 1)
         scores = []
-        for r, p in zip(test, predicted):
-            p[f"seg_{view}"] = str(pred / r["subject"] / f"{r['subject']}_{view}_seg.nii.gz")
-            scores.append(dice(Path(p[f"seg_{view}"]), Path(r[f"seg_{view}"])))
+        for r, p, seg in zip(test, predicted, segs):
+            p[f"seg_{view}"] = str(seg)
+            scores.append(dice(seg, Path(r[f"seg_{view}"])))
         info["dice"] = {n: round(float(np.mean([s[n] for s in scores])), 4)
                         for n in scores[0]}
         report["views"][view] = info
