@@ -21,8 +21,10 @@ PHENOTYPES = {"lvef_pct": "lvef_pct", "lvedv_ml": "lvedv_ml", "lvesv_ml": "lvesv
               "ell_global_pct": "ell_global_pct", "wt_global_mm": "wt_global_mm",
               # The voxel-counting twins (today's cohort-table method), for comparison.
               "lvef_voxel_pct": "lvef_pct", "lvedv_voxel_ml": "lvedv_ml",
-              "lvesv_voxel_ml": "lvesv_ml"}
-RELATIVE = ("lvedv_ml", "lvesv_ml", "lvm_g", "rvedv_ml", "lvedv_voxel_ml", "lvesv_voxel_ml")
+              "lvesv_voxel_ml": "lvesv_ml", "lvm_voxel_g": "lv_mass_g",
+              "rvef_voxel_pct": "rvef_pct", "rvedv_voxel_ml": "rvedv_ml"}
+RELATIVE = ("lvedv_ml", "lvesv_ml", "lvm_g", "rvedv_ml", "lvedv_voxel_ml", "lvesv_voxel_ml",
+            "lvm_voxel_g", "rvedv_voxel_ml")
 
 
 def heart_of(truth: dict) -> HeartModel:
