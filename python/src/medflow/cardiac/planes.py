@@ -10,6 +10,7 @@ from another subject or session, or with a wrong origin, does not).
 from __future__ import annotations
 
 import numpy as np
+from nibabel.affines import apply_affine
 
 from medflow.cardiac.labels import LV_BLOOD, LV_MYO, RV_BLOOD
 
@@ -58,10 +59,8 @@ def long_axis_problem(la_labels: np.ndarray, la_affine: np.ndarray, sa_shape,
     ijk = np.argwhere(heart).astype(np.float64)
     if not len(ijk):
         return "holds no heart labels (1-3): it does not cross the short-axis stack"
-    a = np.asarray(la_affine, np.float64)
-    world = ijk @ a[:3, :3].T + a[:3, 3]
-    inv = np.linalg.inv(np.asarray(sa_affine, np.float64))
-    sa_ijk = world @ inv[:3, :3].T + inv[:3, 3]
+    world = apply_affine(np.asarray(la_affine, np.float64), ijk)
+    sa_ijk = apply_affine(np.linalg.inv(np.asarray(sa_affine, np.float64)), world)
     shape = np.asarray(tuple(sa_shape)[:3], np.float64)
     if not np.all((sa_ijk > -0.5) & (sa_ijk < shape - 0.5), axis=1).any():
         return ("does not cross the short-axis stack (none of its heart labels lies inside "
