@@ -41,15 +41,18 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from medflow.pipeline.stages import get_stage
+from medflow.superres.metrics import dice as label_dice
+
 HERE = Path(__file__).resolve().parent
 VIEWS = ("sa", "la_2ch", "la_4ch")
+#: The pipeline's train-stage options, read from the stage itself so the two cannot drift.
+PIPELINE_TRAIN = get_stage("train").args["image"]
 TRAIN_ARGS = {
     "sa": "--epochs 4 --patch 96,96,16 --channels 8 --levels 4 --augment standard "
           "--val-fraction 0.125",
-    "la_2ch": "--epochs 10 --patch 96,96,16 --channels 8 --levels 3 --augment standard "
-              "--val-fraction 0.2",
-    "la_4ch": "--epochs 10 --patch 96,96,16 --channels 8 --levels 3 --augment standard "
-              "--val-fraction 0.2",
+    "la_2ch": PIPELINE_TRAIN,
+    "la_4ch": PIPELINE_TRAIN,
 }
 #: Issue 17's targets (mean absolute error; volumes and mass in %, the rest in points).
 TARGETS = {"lvef_pct": 3, "lvedv_ml": 5, "lvesv_ml": 5, "lvm_g": 7, "rvef_pct": 5,
@@ -88,9 +91,7 @@ def write_sheet(rows: list[dict], columns: list[str], path: Path) -> Path:
 def dice(pred: Path, truth: Path) -> dict[str, float]:
     """Dice per class present in the truth, over the whole cine."""
     a, b = (np.asarray(nib.load(str(p)).dataobj) for p in (pred, truth))
-    return {name: float(2 * ((a == c) & (b == c)).sum() / max(1, (a == c).sum()
-                                                                + (b == c).sum()))
-            for c, name in CLASSES.items() if (b == c).any()}
+    return {name: label_dice(a, b, c) for c, name in CLASSES.items() if (b == c).any()}
 
 
 def evaluate(sheet: Path, out: Path, extra: str) -> pd.DataFrame:
