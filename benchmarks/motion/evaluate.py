@@ -1,11 +1,12 @@
-"""Accuracy and time of ``estimate-motion-mesh fit`` on a phantom cohort.
+"""Accuracy and time of ``estimate-motion-mesh fit`` (or ``predict --model``) on a
+phantom cohort.
 
     python benchmarks/motion/evaluate.py --samplesheet demo/samplesheet.csv \
         --out /tmp/motion_eval [--roles sa=seg_sa,la_2ch=seg_la_2ch,la_4ch=seg_la_4ch] \
-        [--threads 1] [--limit N] [--baseline]
+        [--threads 1] [--limit N] [--baseline] [--model MODEL_DIR]
 
 Per subject: the tool's phenotypes against truth.json, the ES tracking error, and the CPU
-and wall seconds of the fit. Prints one row per subject and the mean
+and wall seconds of the fit (of the prediction with ``--model``). Prints one row per subject and the mean
 absolute errors; writes ``evaluation.parquet`` into --out.
 """
 
@@ -51,7 +52,7 @@ def baseline_row(rec: dict, ed: np.ndarray, truth: dict) -> dict:
 
 def run(args) -> pd.DataFrame:
     from medflow.io.samplesheet import load_samplesheet
-    from medflow.motion.workflow import fit_files
+    from medflow.motion.workflow import fit_files, predict_files
 
     roles = dict(p.split("=") for p in args.roles.split(","))
     sheet = load_samplesheet(args.samplesheet)
@@ -61,8 +62,12 @@ def run(args) -> pd.DataFrame:
         out = Path(args.out) / sub
         paths = {v: Path(rec[c]) for v, c in roles.items() if rec.get(c)}
         t0, c0 = time.perf_counter(), cpu_seconds()
-        fit_files(paths["sa"], paths.get("la_2ch"), paths.get("la_4ch"), out, sub,
-                  threads=args.threads)
+        if args.model:
+            predict_files(Path(args.model), paths["sa"], paths.get("la_2ch"),
+                          paths.get("la_4ch"), out, sub, threads=args.threads)
+        else:
+            fit_files(paths["sa"], paths.get("la_2ch"), paths.get("la_4ch"), out, sub,
+                      threads=args.threads)
         wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
         row = pd.read_parquet(out / f"{sub}_phenotypes.parquet").iloc[0].to_dict()
         verts = np.load(out / f"{sub}_displacements.npy")
@@ -92,6 +97,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--baseline", action="store_true",
                     help="also track with the slice-wise SimpleITK B-spline peer")
+    ap.add_argument("--model", default=None,
+                    help="score `predict` with this model folder instead of `fit`")
     args = ap.parse_args()
     import torch
     torch.set_num_threads(args.threads)

@@ -1,5 +1,5 @@
-"""`medflow estimate-motion-mesh fit`: a thin command over the method (the learned
-`train`/`predict` mode of issue 17 is not built yet; `fit` needs no model folder).
+"""`medflow estimate-motion-mesh fit | train | predict`: thin commands over the method
+(`fit` needs no model folder; `train` makes one, `predict` uses it).
 
 Torch is imported inside the commands so `medflow --help` stays fast.
 """
@@ -33,7 +33,7 @@ def _batch(f):
     f = click.option("--outdir", type=click.Path(file_okay=False, path_type=Path),
                      help="Batch mode: results folder (<subject>/<subject>_...).")(f)
     f = click.option("--samplesheet", type=click.Path(path_type=Path),
-                     help="Batch mode: fit every subject of this samplesheet.")(f)
+                     help="Batch mode: every subject of this samplesheet.")(f)
     return f
 
 
@@ -99,7 +99,8 @@ def estimate_motion_mesh() -> None:
 @verbosity_options
 def fit_cmd(sa, la_2ch, la_4ch, out, prefix, samplesheet, outdir, roles, iterations,
             jobs, threads, device, seed) -> None:
-    """Fit the template mesh and its motion to one subject's segmentations (no training).
+    """Fit the template mesh and its motion to one subject's segmentations (no training;
+    the reference and the fallback of `predict`).
 
     \b
     Example:
@@ -117,11 +118,14 @@ def fit_cmd(sa, la_2ch, la_4ch, out, prefix, samplesheet, outdir, roles, iterati
     resolve_device(device)  # the per-subject fit runs on CPU; checked for the contract
     opts = FitOptions() if iterations is None else FitOptions(frame_iterations=iterations)
     if single:
-        row = fit_files(sa, la_2ch, la_4ch, out, prefix, opts, seed, threads)
-        click.echo(f"{out}  LVEF {row['lvef_pct']:.1f} %  LVEDV {row['lvedv_ml']:.1f} mL  "
-                   f"QC {'pass' if row['qc_pass'] else 'fail: ' + row['qc_reasons']}")
+        _echo_row(out, fit_files(sa, la_2ch, la_4ch, out, prefix, opts, seed, threads))
         return
-    done, failed = fit_batch(samplesheet, outdir, _roles(roles), opts, seed, jobs)
+    _report(fit_batch(samplesheet, outdir, _roles(roles), opts, seed, jobs), outdir,
+            samplesheet)
+
+
+def _report(result: tuple[int, list[str]], outdir: Path, samplesheet: Path) -> None:
+    done, failed = result
     for line in failed:
         click.echo(f"medflow: error: {line}", err=True)
     click.echo(f"{outdir}  {done} subject(s) done, {len(failed)} failed")
@@ -129,3 +133,93 @@ def fit_cmd(sa, la_2ch, la_4ch, out, prefix, samplesheet, outdir, roles, iterati
         from medflow.errors import InvalidDataError
 
         raise InvalidDataError(f"{len(failed)} subject(s) failed", samplesheet)
+
+
+def _echo_row(out: Path, row: dict) -> None:
+    click.echo(f"{out}  LVEF {row['lvef_pct']:.1f} %  LVEDV {row['lvedv_ml']:.1f} mL  "
+               f"QC {'pass' if row['qc_pass'] else 'fail: ' + row['qc_reasons']}")
+
+
+@estimate_motion_mesh.command("train")
+@click.option("--samplesheet", required=True, type=click.Path(path_type=Path),
+              help="Training subjects: one row each, with the views' segmentation columns.")
+@click.option("--role", "roles", multiple=True, metavar="VIEW=COLUMN",
+              help="Samplesheet column of a view (default sa=seg_sa, la_2ch=seg_la_2ch, "
+                   "la_4ch=seg_la_4ch).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Model folder to write (model.safetensors, model.json).")
+@click.option("--epochs", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Passes over the training subjects (one step per subject).")
+@click.option("--teacher-weight", type=click.FloatRange(min=0.0), default=1.0,
+              show_default=True,
+              help="Weight of the pull towards fit's meshes (mm^2); 0 trains on the slicer "
+                   "loss alone.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads [default: OMP_NUM_THREADS when set, else 2].")
+@device_option
+@seed_option
+@verbosity_options
+def train_cmd(samplesheet, roles, out, epochs, teacher_weight, threads, device, seed) -> None:
+    """Train the motion network on a cohort's segmentations, end to end through the
+    slicer (each subject is first fitted with `fit`, whose meshes guide the training).
+
+    \b
+    Example:
+      medflow estimate-motion-mesh train --samplesheet demo/samplesheet.csv \\
+          --out motion_model
+    """
+    from medflow.io.outputs import output_folder, remove_new_folders
+    from medflow.motion.workflow import train_files
+
+    resolve_device(device)  # training runs on CPU (the slicer's sparse cuts); checked
+    created: list[Path] = []
+    output_folder(out, created)
+    try:
+        card = train_files(samplesheet, _roles(roles), out, epochs, seed,
+                           threads or _env_threads(), teacher_weight)
+    except BaseException:
+        remove_new_folders(created)
+        raise
+    last = card["history"][-1]
+    click.echo(f"{out}  {len(card['subjects'])} subject(s), {epochs} epochs, contour "
+               f"distance {last['data_mm2']:.2f} mm^2")
+
+
+@estimate_motion_mesh.command("predict")
+@click.option("--model", required=True, type=click.Path(path_type=Path),
+              help="Model folder from `estimate-motion-mesh train`.")
+@_views
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (the same files as `fit`).")
+@click.option("--prefix", default=None, help="Prefix of the output names (e.g. the subject).")
+@_batch
+@jobs_option
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads per subject [default: OMP_NUM_THREADS when set, else 2].")
+@device_option
+@seed_option
+@verbosity_options
+def predict_cmd(model, sa, la_2ch, la_4ch, out, prefix, samplesheet, outdir, roles, jobs,
+                threads, device, seed) -> None:
+    """Predict one subject's mesh motion in one network pass (the ED shape is fitted as
+    `fit` fits it); the outputs are `fit`'s.
+
+    \b
+    Example:
+      medflow estimate-motion-mesh predict --model motion_model \\
+          --sa sub-000/seg_sa.nii.gz --la-2ch sub-000/seg_la_2ch.nii.gz \\
+          --la-4ch sub-000/seg_la_4ch.nii.gz --out motion/sub-000
+      medflow estimate-motion-mesh predict --model motion_model \\
+          --samplesheet demo/samplesheet.csv --outdir results/motion --jobs 2
+    """
+    from medflow.motion.fit import FitOptions
+    from medflow.motion.workflow import fit_batch, predict_files
+
+    single = _check_mode(sa, out, samplesheet, outdir)
+    resolve_device(device)  # the network is small; the slicer and ED fit run on CPU
+    if single:
+        _echo_row(out, predict_files(model, sa, la_2ch, la_4ch, out, prefix, seed,
+                                     threads or _env_threads()))
+        return
+    _report(fit_batch(samplesheet, outdir, _roles(roles), FitOptions(), seed, jobs, model),
+            outdir, samplesheet)

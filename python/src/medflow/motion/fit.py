@@ -213,13 +213,23 @@ def fit_motion(targets: PlaneTargets, ed: EDFit, topo: Topology, opts: FitOption
             progress(t)
     with torch.no_grad():
         verts = model.base + moved + model.displacement(coeffs)
+    return verts.numpy(), summarise(verts, model, targets, shifts, topo, opts, kinematic)
+
+
+def summarise(verts: torch.Tensor, model: MotionModel, targets: PlaneTargets,
+              shifts: torch.Tensor, topo: Topology, opts: FitOptions,
+              kinematic: np.ndarray) -> dict:
+    """What ``measure`` needs of meshes (T, V, 3), however they were made (``fit`` or the
+    network): the final loss terms, per-plane residuals (``rms_mm`` (T, P, C)), enclosed
+    volumes (``volumes_ml`` (T, 3)), the kinematic parameters per frame (T, 13) and the
+    range of the wall cells' volume ratios to ED."""
+    with torch.no_grad():
         _, terms = data_loss(verts, model.faces, model.face_cls, targets, shifts, opts)
         ratio = cell_volumes(verts, model.cells) / model.cell_volume0
-    info = {"distance_mm2": float(terms["distance"]), "area_mm2": float(terms["area"]),
-            "rms_mm": terms["rms_mm"].numpy(), "cell_volume_ratio_min": float(ratio.min()),
-            "cell_volume_ratio_max": float(ratio.max()),
-            "volumes_ml": closed_volumes(verts, topo).numpy(), "kinematic": kinematic}
-    return verts.numpy(), info
+        return {"distance_mm2": float(terms["distance"]), "area_mm2": float(terms["area"]),
+                "rms_mm": terms["rms_mm"].numpy(), "cell_volume_ratio_min": float(ratio.min()),
+                "cell_volume_ratio_max": float(ratio.max()),
+                "volumes_ml": closed_volumes(verts, topo).numpy(), "kinematic": kinematic}
 
 
 def _refine(model: MotionModel, coeffs, moved, t: int, frame_t: PlaneTargets, shifts,

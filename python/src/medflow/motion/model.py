@@ -82,7 +82,15 @@ class MotionModel:
             Laplacian smoothness and transmural shear of the refinement, the wall cells'
             volume change it causes, and the coefficients' bending energy.
         """
-        disp = self.displacement(coeffs)
+        bend = (opts.bending_weight * ffd.bending_energy(coeffs[0], self.fine.shape)
+                + opts.long_bending_weight * ffd.bending_energy(coeffs[1], self.coarse.shape))
+        return self.field_priors(self.displacement(coeffs), opts, moved) + bend
+
+    def field_priors(self, disp: torch.Tensor, opts, moved: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+        """The priors of :meth:`priors` that act on vertex displacements (..., V, 3), mm,
+        whatever made them: Laplacian smoothness, wall-cell volume change and transmural
+        shear (weights from ``opts``)."""
         lap = graph_laplacian(disp, self.edges, self.base.shape[0])
         smooth = (lap ** 2).sum(-1).mean()
         start = self.base if moved is None else self.base + moved
@@ -94,7 +102,5 @@ class MotionModel:
         rel = disp[..., self.pairs[:, 1], :] - disp[..., self.pairs[:, 0], :]
         shear = rel - (rel * self.across).sum(-1, keepdim=True) * self.across
         shear = (shear ** 2).sum(-1).mean()
-        bend = (opts.bending_weight * ffd.bending_energy(coeffs[0], self.fine.shape)
-                + opts.long_bending_weight * ffd.bending_energy(coeffs[1], self.coarse.shape))
         return (opts.laplacian_weight * smooth + opts.volume_weight * incompressible
-                + opts.shear_weight * shear + bend)
+                + opts.shear_weight * shear)

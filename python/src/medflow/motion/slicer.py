@@ -113,7 +113,7 @@ def cut(vertices: torch.Tensor, faces: torch.Tensor, face_cls: torch.Tensor,
     return Sections(t_i, p_i, face_cls[f_i], p1, p2)
 
 
-def _bilinear(maps: torch.Tensor, index: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+def bilinear(maps: torch.Tensor, index: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
               size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample maps (M, H, W) at map ``index`` and fractional pixel (x row, y column), each
     point within its own map's ``size`` (S, 2); points off it are clamped to its border.
@@ -190,7 +190,7 @@ def section_losses(sec: Sections, targets: PlaneTargets, shifts: torch.Tensor | 
         p = sec.p1 + frac * (sec.p2 - sec.p1) - o
         x = ((p * u).sum(-1) + off[:, 0]) / pix[:, 0] - crop[:, 0]
         y = ((p * v).sum(-1) + off[:, 1]) / pix[:, 1] - crop[:, 1]
-        val, beyond = _bilinear(maps, key, x, y, targets.size[sec.plane])
+        val, beyond = bilinear(maps, key, x, y, targets.size[sec.plane])
         d = val + beyond * torch.where(val >= 0, 1.0, -1.0) * pix[:, 0]
         w = wgt / 6.0 * length * present * targets.weight[sec.plane]
         total = total + (w * robust(d * d, robust_mm)).sum()

@@ -82,7 +82,7 @@ def build_targets(views: list[View], weights: dict[str, float] | None = None,
         get consecutive ``shift_index`` values (their breath-hold shifts), others -1.
     """
     weights = weights or {}
-    rows, maps, crops = [], [], []
+    rows, maps = [], []
     n_sa = 0
     for view in views:
         pixel = view.spacing[:2]

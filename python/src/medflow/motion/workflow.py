@@ -57,6 +57,39 @@ def measure(inputs: Inputs, topo: Topology, vertices: np.ndarray, info: dict,
     return row, frames, vertex_table(topo, vertices[row["ed_frame"]], aha), geometry
 
 
+def read_subject(sa: Path, la_2ch: Path | None, la_4ch: Path | None, opts: FitOptions):
+    """Views, slicer targets and plane list of one subject (both modes)."""
+    inputs = read_inputs(sa, la_2ch, la_4ch)
+    targets, planes = build_targets(inputs.views, {
+        "la_2ch": opts.long_axis_weight, "la_4ch": opts.long_axis_weight})
+    return inputs, targets, planes
+
+
+def ed_fit(inputs: Inputs, targets, topo: Topology, opts: FitOptions) -> EDFit:
+    """The ED mesh (``fit``'s first stage), from the views' own starting frame."""
+    init = initial_frame(inputs.views[0], inputs.views[1:])
+    return fit_ed(targets, inputs.views[0].labels.shape[2], init, topo, opts)
+
+
+def _start(sa: Path, la_2ch: Path | None, la_4ch: Path | None, out: Path,
+           prefix: str | None, opts: FitOptions, seed: int, threads: int):
+    """What both modes do first: seed and threads, the output check (nothing may
+    overwrite an input), the views and the ED fit. Returns (timer, inputs, targets,
+    planes, topo, ed)."""
+    import torch
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(max(1, threads))
+    check_outputs(output_paths(out, prefix).values(), [sa, la_2ch, la_4ch])
+    timer = Timer()
+    inputs, targets, planes = read_subject(sa, la_2ch, la_4ch, opts)
+    topo = Topology()
+    timer.mark("read_s")
+    ed = ed_fit(inputs, targets, topo, opts)
+    timer.mark("ed_fit_s")
+    return timer, inputs, targets, planes, topo, ed
+
+
 def fit_files(sa: Path, la_2ch: Path | None, la_4ch: Path | None, out: Path,
               prefix: str | None = None,
               opts: FitOptions | None = None, seed: int = 0, threads: int = 1) -> dict:
@@ -67,50 +100,88 @@ def fit_files(sa: Path, la_2ch: Path | None, la_4ch: Path | None, out: Path,
         out, prefix: output folder and file prefix (see :mod:`medflow.motion.outputs`).
         opts: fitting options; seed: torch seed (the fit is deterministic given it).
     """
-    import torch
-
-    torch.manual_seed(seed)
-    torch.set_num_threads(max(1, threads))
     opts = opts or FitOptions()
-    check_outputs(output_paths(out, prefix).values(), [sa, la_2ch, la_4ch])
-    timer = Timer()
-    inputs = read_inputs(sa, la_2ch, la_4ch)
-    targets, planes = build_targets(inputs.views, {
-        "la_2ch": opts.long_axis_weight, "la_4ch": opts.long_axis_weight})
-    n_sa = inputs.views[0].labels.shape[2]
-    init = initial_frame(inputs.views[0], inputs.views[1:])
-    topo = Topology()
-    timer.mark("read_s")
-    ed = fit_ed(targets, n_sa, init, topo, opts)
-    timer.mark("ed_fit_s")
+    timer, inputs, targets, planes, topo, ed = _start(sa, la_2ch, la_4ch, out, prefix, opts,
+                                                      seed, threads)
     vertices, info = fit_motion(targets, ed, topo, opts)
     timer.mark("motion_fit_s")
-    row, frames, vtable, geometry = measure(inputs, topo, vertices, info, planes, ed)
     params = {"options": opts.to_dict(), "seed": seed, "mode": "fit",
               "frame_interval_s": inputs.frame_interval_s}
+    return _write(out, prefix, inputs, topo, vertices, info, planes, ed, params, timer)
+
+
+def predict_files(model: Path, sa: Path, la_2ch: Path | None, la_4ch: Path | None,
+                  out: Path, prefix: str | None = None, seed: int = 0,
+                  threads: int = 1) -> dict:
+    """Predict one subject's motion with a trained network and write the same outputs
+    as :func:`fit_files`; returns the phenotype row. The ED mesh is fitted with the
+    options the network was trained with (the model card's).
+
+    Args:
+        model: the model folder (``estimate-motion-mesh train``).
+
+    Raises:
+        MissingInputError: no model folder, card or weights (66).
+        InvalidDataError: a corrupt or foreign model folder, or bad segmentations (65).
+    """
+    from medflow.motion import learn
+    from medflow.motion.modelio import load_model
+
+    net, card = load_model(model)
+    opts = FitOptions(**card["fit_options"])
+    timer, inputs, targets, planes, topo, ed = _start(sa, la_2ch, la_4ch, out, prefix, opts,
+                                                      seed, threads)
+    subject = learn.prepare(prefix or "subject", targets, planes, ed, topo, opts)
+    vertices, info = learn.predict(net, subject, opts)
+    timer.mark("motion_predict_s")
+    params = {"options": opts.to_dict(), "seed": seed, "mode": "predict",
+              "model": str(model), "model_trained_utc": card.get("trained_utc"),
+              "frame_interval_s": inputs.frame_interval_s}
+    return _write(out, prefix, inputs, topo, vertices, info, planes, ed, params, timer)
+
+
+def _write(out, prefix, inputs: Inputs, topo: Topology, vertices: np.ndarray, info: dict,
+           planes: list, ed: EDFit, params: dict, timer: Timer) -> dict:
+    """Measure meshes and write one subject's outputs (both modes); the phenotype row."""
+    row, frames, vtable, geometry = measure(inputs, topo, vertices, info, planes, ed)
     ins = {f"seg_{k}": p for k, p in inputs.paths.items()}
-    sidecar = make_sidecar(f"{TOOL} fit", params, ins, timer, phenotypes=row,
+    sidecar = make_sidecar(f"{TOOL} {params['mode']}", params, ins, timer, phenotypes=row,
                            geometry=geometry, losses={**ed.loss, "motion": {
                                k: v for k, v in info.items() if isinstance(v, float)}})
     write_subject(out, prefix, topo, vertices, row, frames, vtable, sidecar)
     return row
 
 
-def _fit_row(args) -> tuple[str, str | None]:
-    subject, paths, outdir, opts, seed = args
+def _subject_row(args) -> tuple[str, str | None]:
+    subject, paths, outdir, opts, seed, model = args
     from medflow.errors import MedflowError
 
     try:
-        fit_files(paths["sa"], paths.get("la_2ch"), paths.get("la_4ch"), outdir / subject,
-                  subject, opts, seed)
+        if model is None:
+            fit_files(paths["sa"], paths.get("la_2ch"), paths.get("la_4ch"), outdir / subject,
+                      subject, opts, seed)
+        else:
+            predict_files(model, paths["sa"], paths.get("la_2ch"), paths.get("la_4ch"),
+                          outdir / subject, subject, seed)
         return subject, None
     except MedflowError as exc:
         return subject, f"exit {exc.exit_code}: {exc.format_message()}"
 
 
+def subject_views(samplesheet: Path, roles: dict[str, str]) -> list[tuple[str, dict]]:
+    """(subject, {view: path}) of every samplesheet row (``roles``: view -> column)."""
+    from medflow.io.samplesheet import load_samplesheet
+
+    df = load_samplesheet(samplesheet, required_roles=(roles["sa"],))
+    return [(row["subject"], {view: Path(row[col]) for view, col in roles.items()
+                              if col in row and isinstance(row[col], str)})
+            for row in df.to_dict("records")]
+
+
 def fit_batch(samplesheet: Path, outdir: Path, roles: dict[str, str], opts: FitOptions,
-              seed: int, jobs: int) -> tuple[int, list[str]]:
-    """Fit every subject of a samplesheet into ``outdir/<subject>/``.
+              seed: int, jobs: int, model: Path | None = None) -> tuple[int, list[str]]:
+    """Fit (or, given a ``model`` folder, predict) every subject of a samplesheet into
+    ``outdir/<subject>/``.
 
     Args:
         roles: view -> samplesheet column (``sa``, ``la_2ch``, ``la_4ch``).
@@ -118,22 +189,67 @@ def fit_batch(samplesheet: Path, outdir: Path, roles: dict[str, str], opts: FitO
     Returns:
         (subjects done, one line per failed subject).
     """
-    from medflow.io.samplesheet import load_samplesheet
+    if model is not None:
+        from medflow.motion.modelio import load_model
 
-    df = load_samplesheet(samplesheet, required_roles=(roles["sa"],))
-    work = []
-    for row in df.to_dict("records"):
-        paths = {view: Path(row[col]) for view, col in roles.items()
-                 if col in row and isinstance(row[col], str)}
-        work.append((row["subject"], paths, Path(outdir), opts, seed))
-    # Before any fit: no subject's output may overwrite an input (exit 2).
-    check_outputs([p for subject, _, out, _, _ in work
+        load_model(model)  # a bad model folder fails once, before any subject
+    work = [(subject, paths, Path(outdir), opts, seed, model)
+            for subject, paths in subject_views(samplesheet, roles)]
+    # Before any subject: no subject's output may overwrite an input (exit 2).
+    check_outputs([p for subject, _, out, *_ in work
                    for p in output_paths(out / subject, subject).values()],
                   [samplesheet, *(p for w in work for p in w[1].values())])
     if jobs > 1 and len(work) > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            results = list(pool.map(_fit_row, work))
+            results = list(pool.map(_subject_row, work))
     else:
-        results = [_fit_row(w) for w in work]
+        results = [_subject_row(w) for w in work]
     failed = [f"{s}: {err}" for s, err in results if err]
     return len(results) - len(failed), failed
+
+
+def train_files(samplesheet: Path, roles: dict[str, str], out: Path, epochs: int,
+                seed: int = 0, threads: int = 1, teacher_weight: float = 1.0,
+                opts: FitOptions | None = None) -> dict:
+    """Train the motion network on every subject of a samplesheet and write the model
+    folder; returns its card.
+
+    Each subject costs one ``fit`` (the teacher) before training starts.
+
+    Raises:
+        InvalidDataError: a subject's segmentations are unusable (65, naming the file).
+        MissingInputError: a listed file is missing (66).
+    """
+    import time
+
+    import torch
+
+    from medflow.io.sidecar import sha256
+    from medflow.motion import learn
+    from medflow.motion.modelio import save_model
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(max(1, threads))
+    opts = opts or FitOptions()
+    topo = Topology()
+    subjects, kinematic = [], []
+    started = time.time()
+    for name, paths in subject_views(samplesheet, roles):
+        inputs, targets, planes = read_subject(paths["sa"], paths.get("la_2ch"),
+                                               paths.get("la_4ch"), opts)
+        ed = ed_fit(inputs, targets, topo, opts)
+        subject = learn.prepare(name, targets, planes, ed, topo, opts)
+        kinematic.append(learn.add_teacher(subject, opts))
+        subjects.append(subject)
+        log.info("%s: ED and teacher fitted (%d frames)", name, targets.sdf.shape[0])
+    net, history = learn.train(subjects, opts, kinematic, epochs, seed=seed,
+                               teacher_weight=teacher_weight,
+                               progress=lambda h: log.info("epoch %d: %s", h["epoch"], h))
+    card = {"fit_options": opts.to_dict(), "epochs": epochs, "seed": seed,
+            "teacher_weight": teacher_weight, "subjects": [s.name for s in subjects],
+            "frames": [int(s.targets.sdf.shape[0]) for s in subjects],
+            "samplesheet_sha256": sha256(samplesheet), "history": history,
+            "trained_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "train_s": round(time.time() - started, 1)}
+    save_model(out, net, card)
+    return card

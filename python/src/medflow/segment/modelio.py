@@ -11,14 +11,14 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from medflow import __version__
-from medflow.errors import InvalidDataError, MissingInputError
+from medflow.errors import InvalidDataError
 from medflow.io.atomic import atomic_outputs
 from medflow.io.modelcard import read_model_card
 from medflow.io.sidecar import write_json
+from medflow.io.weights import read_tensors
 from medflow.segment.cascade import Cascade
 from medflow.segment.config import CascadeConfig
 
@@ -60,7 +60,7 @@ def load_model(folder: str | os.PathLike, device: str = "cpu") -> tuple[Cascade,
         model = Cascade(cfg)
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidDataError(f"bad architecture config in {CARD} ({exc})", folder) from None
-    state = _load_tensors(folder / WEIGHTS)
+    state = read_tensors(folder / WEIGHTS)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -68,15 +68,6 @@ def load_model(folder: str | os.PathLike, device: str = "cpu") -> tuple[Cascade,
         raise InvalidDataError(f"weights do not fit the config in {CARD} ({msg})",
                                folder / WEIGHTS) from None
     return model.to(device).eval(), card
-
-
-def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    if not path.exists():
-        raise MissingInputError(f"no {path.name} in the model folder", path.parent)
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise InvalidDataError(f"corrupt weights file ({exc})", path) from None
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -93,7 +84,7 @@ def load_optimizer(folder: str | os.PathLike, opt: torch.optim.Optimizer) -> boo
     path = Path(folder) / OPTIMIZER
     if not path.exists():
         return False
-    flat = _load_tensors(path)
+    flat = read_tensors(path)
     sd = opt.state_dict()
     state: dict = {}
     for name, v in flat.items():
