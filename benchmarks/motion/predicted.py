@@ -12,6 +12,11 @@ evaluate.py's call of ``fit_files`` (what ``estimate-motion-mesh fit`` runs, one
     python benchmarks/motion/predicted.py --workdir /tmp/motion_pred
     python benchmarks/motion/predicted.py --workdir /tmp/motion_pred2 --skip-truth-fit \
         --train-sa "--epochs 4 --patch 96,96,16 --channels 8 --levels 4 --seed 1"
+    python benchmarks/motion/predicted.py --workdir /tmp/motion_pred --learned
+
+``--learned`` also trains the motion network (``estimate-motion-mesh train``) on the 16
+training subjects' segmentations and scores ``predict`` on the 8 held-out subjects'
+predicted views (``eval_predicted_learned``), beside ``fit`` on the same views.
 
 A model folder, prediction folder or evaluation already in --workdir is reused (delete it
 to redo that step): a rerun only prints the summary.
@@ -128,6 +133,11 @@ def main() -> None:
     ap.add_argument("--fit-extra", default="", help='more evaluate.py options, one string')
     ap.add_argument("--skip-truth-fit", action="store_true",
                     help="do not also fit the test subjects' ground-truth segmentations")
+    ap.add_argument("--learned", action="store_true",
+                    help="also train `estimate-motion-mesh train` on the training subjects' "
+                         "segmentations and score `predict` on the predicted test views")
+    ap.add_argument("--motion-train", default="--threads 1",
+                    help="estimate-motion-mesh train options (with --learned)")
     a = ap.parse_args()
     work = a.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -170,8 +180,21 @@ def main() -> None:
     runs = {"predicted": write_sheet(predicted, columns, work / "test_predicted.csv")}
     if not a.skip_truth_fit:
         runs["ground_truth"] = write_sheet(test, columns, work / "test_truth.csv")
+    extra = {name: a.fit_extra for name in runs}
+    if a.learned:
+        # The motion network learns from the training subjects' segmentations (here the
+        # phantom's labels) and is scored on the held-out subjects' PREDICTED views.
+        model = work / "motion_model"
+        if not (model / "model.json").exists():
+            report["motion_train_cpu_s"] = round(medflow(
+                "estimate-motion-mesh", "train", "--samplesheet",
+                str(write_sheet(train, ["subject", *(f"seg_{v}" for v in VIEWS)],
+                                work / "train_motion.csv")),
+                "--out", str(model), *shlex.split(a.motion_train)), 1)
+        runs["predicted_learned"] = runs["predicted"]
+        extra["predicted_learned"] = f"{a.fit_extra} --model {model}"
     for name, run_sheet in runs.items():
-        df = evaluate(run_sheet, work / f"eval_{name}", a.fit_extra)
+        df = evaluate(run_sheet, work / f"eval_{name}", extra[name])
         report[name] = summarise(df)
         keep = ["subject", "lvef_pct_err", "lvef_voxel_pct_err", "lvesv_ml_err",
                 "lvesv_voxel_ml_err", "rvef_pct_err", "track_es_mm", "qc_pass"]

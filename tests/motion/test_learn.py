@@ -164,3 +164,30 @@ def test_bad_model_folder(kind, trained, runner, heart_segs, tmp_path):
     line = result.output.strip()
     assert "\n" not in line and str(model) in line, line
     assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["no_lv", "missing_file"])
+def test_train_refuses_a_bad_subject_and_leaves_no_model_folder(kind, runner, heart_segs,
+                                                                 tmp_path):
+    """A training subject with unusable segmentations stops training before any model is
+    written: 65 (or 66 for a missing file) naming the file."""
+    from medflow.io import Volume, read_image, write_nifti
+
+    _, paths = heart_segs
+    bad = tmp_path / "bad_sa.nii.gz"
+    if kind == "no_lv":
+        vol = read_image(paths["sa"], kind="label")
+        data = np.asarray(vol.data).copy()
+        data[np.isin(data, (1, 2))] = 0
+        write_nifti(Volume(data, vol.affine, kind="label"), bad)
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text("subject,seg_sa,seg_la_2ch,seg_la_4ch\n"
+                     f"sub-a,{bad},{paths['la_2ch']},{paths['la_4ch']}\n"
+                     f"sub-b,{paths['sa']},{paths['la_2ch']},{paths['la_4ch']}\n")
+    model = tmp_path / "model"
+    result = runner.invoke(cli, ["estimate-motion-mesh", "train", "--samplesheet", str(sheet),
+                                 "--out", str(model), "--epochs", "1", "--threads", "1"])
+    assert result.exit_code == (65 if kind == "no_lv" else 66), result.output
+    line = result.output.strip()
+    assert "\n" not in line and "bad_sa.nii.gz" in line, line
+    assert not model.exists()
