@@ -28,8 +28,7 @@ from medflow.motion.fit import EDFit, FitOptions, data_loss, fit_motion, summari
 from medflow.motion.kinematic import SIGMA, Kinematic
 from medflow.motion.model import MotionModel
 from medflow.motion.network import MotionNet, NetConfig
-from medflow.motion.probe import (PER_SLOT, NodeWeights, node_features, node_weights,
-                                  vertex_probes)
+from medflow.motion.probe import NodeWeights, node_features, node_weights, vertex_probes
 from medflow.motion.slicer import PlaneTargets
 from medflow.motion.template import Topology
 
@@ -71,7 +70,7 @@ def prepare(name: str, targets: PlaneTargets, planes: list, ed: EDFit, topo: Top
                    torch.as_tensor(frame.shape, dtype=dt))
 
 
-def meshes(net: MotionNet, s: Subject, feats: torch.Tensor | None = None
+def meshes(net: MotionNet, s: Subject
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The network's meshes of every frame.
 
@@ -79,8 +78,7 @@ def meshes(net: MotionNet, s: Subject, feats: torch.Tensor | None = None
         (vertices (T, V, 3) world mm with frame 0 the ED mesh, kinematic parameters
         (T, 13), kinematic displacement (T, V, 3) and refinement displacement (T, V, 3)).
     """
-    feats = s.feats if feats is None else feats
-    kin, nodes = net(feats, s.weights.position, s.weights.surface, s.shape)
+    kin, nodes = net(s.feats, s.weights.position, s.weights.surface, s.shape)
     kin = torch.cat([torch.zeros_like(kin[:1]), kin[1:]])
     base = s.model.base
     moved = torch.stack([s.kin.vertices(p) for p in kin[1:]]) - base
@@ -90,22 +88,10 @@ def meshes(net: MotionNet, s: Subject, feats: torch.Tensor | None = None
     return base + moved + refine, kin, moved, refine
 
 
-def drop_probes(feats: torch.Tensor, rate: float, gen: torch.Generator) -> torch.Tensor:
-    """Training augmentation: each node loses each view's probes with probability
-    ``rate`` (cue and coverage zeroed), as where a predicted segmentation misses a piece
-    of wall or a view is not acquired."""
-    if rate <= 0:
-        return feats
-    T, K, F = feats.shape
-    keep = torch.rand(T, K, F // PER_SLOT, 1, generator=gen) >= rate
-    return (feats.reshape(T, K, -1, PER_SLOT) * keep).reshape(T, K, F)
-
-
-def loss(net: MotionNet, s: Subject, opts: FitOptions, teacher_weight: float,
-         feats: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """Training loss of one subject (frames 1..T-1; frame 0 is the ED fit); ``feats``
-    replaces the subject's node features (augmented ones)."""
-    verts, kin, moved, refine = meshes(net, s, feats)
+def loss(net: MotionNet, s: Subject, opts: FitOptions, teacher_weight: float
+         ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Training loss of one subject (frames 1..T-1; frame 0 is the ED fit)."""
+    verts, kin, moved, refine = meshes(net, s)
     later = s.targets.frames(slice(1, None))
     data, terms = data_loss(verts[1:], s.model.faces, s.model.face_cls, later, s.shifts, opts)
     prior = ((kin[1:] / SIGMA.to(kin.dtype)) ** 2).sum(-1).mean()
@@ -149,7 +135,6 @@ def standardise(net: MotionNet, subjects: list[Subject], kinematic: list[np.ndar
 
 def train(subjects: list[Subject], opts: FitOptions, kinematic: list[np.ndarray],
           epochs: int, lr: float = 2e-3, teacher_weight: float = 1.0, seed: int = 0,
-          probe_dropout: float = 0.0,
           cfg: NetConfig | None = None, progress=None) -> tuple[MotionNet, list[dict]]:
     """Train the network on prepared subjects that carry their teacher.
 
@@ -157,7 +142,6 @@ def train(subjects: list[Subject], opts: FitOptions, kinematic: list[np.ndarray]
         subjects: from :func:`prepare`, each with :func:`add_teacher` run.
         kinematic: the teachers' kinematic parameters, per subject (T, 13).
         epochs: passes over the subjects (one Adam step per subject).
-        probe_dropout: rate of :func:`drop_probes` (0: none).
 
     Returns:
         (network in eval mode, one dict of mean loss terms per epoch).
@@ -168,14 +152,12 @@ def train(subjects: list[Subject], opts: FitOptions, kinematic: list[np.ndarray]
     optim = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=max(epochs, 1))
     rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
     history = []
     for epoch in range(epochs):
         sums: dict[str, float] = {}
         for i in rng.permutation(len(subjects)):
             optim.zero_grad()
-            feats = drop_probes(subjects[i].feats, probe_dropout, gen)
-            value, parts = loss(net, subjects[i], opts, teacher_weight, feats)
+            value, parts = loss(net, subjects[i], opts, teacher_weight)
             value.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
             optim.step()
