@@ -213,7 +213,7 @@ workflow {
     // short-axis segmentation and the long-axis segmentations of its samplesheet row
     // (seg_la_2ch / seg_la_4ch; the pipeline segments no long-axis view yet); a subject
     // without one is left out, as the local runner skips it
-    if (params.motion && model != null) {
+    if ((params.motion || params.motion_model) && model != null) {
         ch_long_axis = PREPROCESS.out.image
             .filter { meta, label -> meta.role in ['seg_la_2ch', 'seg_la_4ch'] }
             .map { meta, label -> [meta.id, meta.role, label] }
@@ -226,8 +226,9 @@ workflow {
                 [meta + [la_roles: order.collect { i -> la_roles[i] }], seg,
                  order.collect { i -> labels[i] }]
             }
-        MOTION(ch_motion)
-    } else if (params.motion) {
+        // --motion_model: the trained network predicts instead of the per-subject fit
+        MOTION(ch_motion, params.motion_model ? file(params.motion_model, checkIfExists: true) : [])
+    } else if (params.motion || params.motion_model) {
         log.warn "medflow: --motion needs a segmentation (--model or --train): no motion stage"
     }
 

@@ -107,6 +107,7 @@ def placeholder_values(tmp_path, kind, device):
         "seg": str(files["seg.nii.gz"]), "prior": str(model),
         "budget": "--budget 5%",
         "views": f"--la-4ch {files['label.nii.gz']}",  # motion: the long-axis flags
+        "mode": "fit",  # motion: `fit`, or `predict --model M` with --motion_model
     }
 
 
@@ -227,3 +228,18 @@ def test_samplesheet_check_names_row_and_column(tmp_path):
     assert "row 3, column 'sa': file not found" in proc.stderr
     proc, _ = run_check(tmp_path, "subject,sa\nsub-000,a/nothere.nii.gz\n")
     assert proc.returncode == 66 and "row 2, column 'sa'" in proc.stderr
+
+
+def test_motion_module_predicts_with_a_model(tmp_path):
+    """With --motion_model the motion module runs `predict --model M` on the same flags:
+    Click accepts that line too."""
+    stage = next(s for s in STAGES if s.name == "motion")
+    proc, _ = module_of(stage)
+    (command,) = [c for c in proc.medflow_commands() if c.startswith("medflow ")]
+    values = placeholder_values(tmp_path, "image", "cpu")
+    values["mode"] = f"predict --model {values['model']}"
+    words = split(substitute(command, values, ext_args(stage.process).get("image", "")))[1:]
+    assert words[:2] == ["estimate-motion-mesh", "predict"]
+    cmd, rest = click_command(words)
+    ctx = cmd.make_context("medflow estimate-motion-mesh predict", rest)
+    assert ctx.params["model"] == tmp_path / "model"

@@ -57,6 +57,36 @@ def test_motion_only_with_the_flag_and_after_segment(cohort, tiny_model, tmp_pat
     assert isinstance(reason, str) and "no long-axis segmentation" in reason
 
 
+def test_motion_model_makes_the_stage_predict(cohort, tiny_model, tmp_path):
+    """--motion-model turns the stage on and swaps the fit for `predict --model`; the
+    model's files are task inputs (a new model re-runs the stage under --resume); a bad
+    model folder stops the run before any task."""
+    from medflow.errors import InvalidDataError
+    from medflow.motion.fit import FitOptions
+    from medflow.motion.modelio import save_model
+    from medflow.motion.network import MotionNet, NetConfig
+    from medflow.pipeline.plan import motion_task
+    from medflow.pipeline.runner import Options, absolute_paths, prepare, selected_stages
+
+    net_dir = save_model(tmp_path / "motion_model", MotionNet(NetConfig()),
+                         {"fit_options": FitOptions().to_dict()})
+    sheet = pd.read_csv(cohort)
+    sheet["seg_la_2ch"] = [sheet["seg_sa"][0], None, None]
+    sheet.to_csv(cohort, index=False)
+    opts = absolute_paths(Options(cohort, tmp_path / "r", tiny_model, motion_model=net_dir))
+    assert "motion" in [s.name for s in selected_stages(opts)]
+    ctx = prepare(opts)
+    task = motion_task(ctx, ctx.sheet.to_dict("records")[0])
+    (command,) = task.commands
+    assert command[:4] == ["estimate-motion-mesh", "predict", "--model", str(net_dir)]
+    assert net_dir / "model.safetensors" in task.inputs and net_dir / "model.json" in task.inputs
+    group = cli.get_command(None, "estimate-motion-mesh")
+    group.get_command(None, "predict").make_context("predict", command[2:])
+    (net_dir / "model.json").write_text("{")
+    with pytest.raises(InvalidDataError, match="model.json"):
+        prepare(opts)
+
+
 def _phenotype_row(lvef: float, qc: bool) -> dict:
     return {"lvedv_ml": 120.0, "lvesv_ml": 120.0 * (1 - lvef / 100), "lvsv_ml": 1.2 * lvef,
             "lvef_pct": lvef, "lvm_g": 110.0, "rvedv_ml": 130.0, "rvesv_ml": 65.0,

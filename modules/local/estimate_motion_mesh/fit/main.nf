@@ -3,13 +3,16 @@
 // long-axis segmentations (seg_la_2ch / seg_la_4ch of the samplesheet) and moved
 // through the cycle; mesh phenotypes (volumes, LVEF, LV mass, RVEF, strain, wall
 // thickness) and QC in <prefix>_<role>_phenotypes.parquet. A per-subject optimisation on
-// CPU (--threads from task.cpus); no GPU label until the learned predict mode exists.
+// CPU (--threads from task.cpus); with a model from `estimate-motion-mesh train`
+// (--motion_model; [] when none) the same outputs come from `predict`, one network pass
+// after the ED fit (~2.5 s CPU a subject), also on CPU: the slicer's cuts are sparse.
 process ESTIMATE_MOTION_MESH_FIT {
     tag "${meta.id}:${meta.role}"
     label 'process_medium'
 
     input:
     tuple val(meta), path(seg), path(long_axis)
+    path(model)
 
     output:
     tuple val(meta), path("${prefix}_${meta.role}_phenotypes.parquet"),   emit: phenotypes
@@ -26,13 +29,14 @@ process ESTIMATE_MOTION_MESH_FIT {
     script:
     def args = task.ext.args ?: ''
     prefix   = task.ext.prefix ?: "${meta.id}"
+    def mode = model ? "predict --model ${model}" : 'fit'
     // one flag per long-axis segmentation, named by its samplesheet column (meta.la_roles)
     def files = long_axis instanceof List ? long_axis : [long_axis]
     def views = [meta.la_roles, files].transpose()
         .collect { role, file -> "--${role.replace('seg_', '').replace('_', '-')} ${file}" }
         .join(' ')
     """
-    medflow estimate-motion-mesh fit \\
+    medflow estimate-motion-mesh ${mode} \\
         --sa ${seg} \\
         ${views} \\
         --out . \\

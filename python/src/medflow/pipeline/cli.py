@@ -44,6 +44,10 @@ def _stages(ctx, param, value: str | None) -> tuple[str, ...]:
               help="Run the motion stage: a 3D mesh fitted to each subject's predicted "
                    "short-axis cine segmentation (estimate-motion-mesh fit; mesh phenotypes, "
                    "strain and QC in cohort.parquet). Cardiac cines only; ~1 s CPU a frame.")
+@click.option("--motion-model", type=click.Path(path_type=Path),
+              help="Model folder written by 'estimate-motion-mesh train': the motion stage "
+                   "predicts each subject's motion in one network pass instead of fitting "
+                   "it (~2.5 s CPU a subject); turns the motion stage on.")
 @click.option("--stages", callback=_stages, metavar="NAME[,NAME...]",
               help="Run only these stages: preprocess, train, segment, uncertainty, "
                    "train_prior, superres, annotate, cluster, motion.")
@@ -59,7 +63,7 @@ def _stages(ctx, param, value: str | None) -> tuple[str, ...]:
 @seed_option
 @verbosity_options
 def pipeline(input_, outdir, model, train, superres_model, train_prior, motion, stages,
-             cluster_model, resume, annotate_budget, jobs, device, seed) -> None:
+             cluster_model, motion_model, resume, annotate_budget, jobs, device, seed) -> None:
     """Run the pipeline (preprocess, segment, score uncertainty, cluster) over a samplesheet.
 
     The samplesheet and the model are checked before any work. Per-subject stages run
@@ -95,7 +99,7 @@ def pipeline(input_, outdir, model, train, superres_model, train_prior, motion, 
     opts = Options(input_, outdir, model, train, stages, jobs, resume, device, seed,
                    superres_model=superres_model, train_prior=train_prior,
                    annotate_budget=annotate_budget, cluster_model=cluster_model,
-                   motion=motion)
+                   motion=motion, motion_model=motion_model)
     if model is None and not train and "segment" in [s.name for s in selected_stages(opts)]:
         raise click.UsageError("the segment stage needs --model DIR or --train")
     with tqdm(total=0, desc="pipeline", unit="task", file=sys.stderr,

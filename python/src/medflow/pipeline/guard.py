@@ -38,6 +38,8 @@ def user_inputs(ctx: plan.Context, samplesheet: Path, stages: list[Stage]) -> li
         files.append(ctx.model)
     if ctx.superres_model is not None and not ctx.prior_in_run:
         files.append(ctx.superres_model)
+    if ctx.motion_model is not None:
+        files.append(ctx.motion_model)
     return files
 
 

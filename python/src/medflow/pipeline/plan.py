@@ -36,6 +36,7 @@ class Context:
     prior_in_run: bool = False  # the train_prior stage of this run writes it
     annotate_budget: str = "10%"  # suggest-annotation --budget
     cluster_model: Path | None = None  # the cluster stage's model; None: trained in the stage
+    motion_model: Path | None = None  # the motion stage's network; None: fit per subject
 
 
 @dataclass
@@ -309,6 +310,11 @@ def motion_task(ctx: Context, row: dict) -> Task | str:
     seg = _file(ctx, get_stage("segment"), "seg", subject, role)
     folder = inside(stage_dir(ctx, stage.name), subject)
     command = [*stage.command, "--sa", str(seg)]
+    files = [seg, *map(source_file, views.values())]
+    if ctx.motion_model is not None:  # the trained network instead of the per-subject fit
+        command = [stage.command[0], "predict", "--model", str(ctx.motion_model),
+                   "--sa", str(seg)]
+        files += [ctx.motion_model / "model.safetensors", ctx.motion_model / "model.json"]
     for la_role, path in views.items():
         command += [f"--{la_role.removeprefix('seg_').replace('_', '-')}", str(path)]
     command += ["--out", str(folder), "--prefix", f"{subject}_{role}",
@@ -316,5 +322,4 @@ def motion_task(ctx: Context, row: dict) -> Task | str:
                 "--device", "cpu", "--seed", str(ctx.seed)]  # the fit runs on CPU
     # The meshes/ folder is not listed: --resume compares files (it comes with the rest).
     outputs = [_file(ctx, stage, k, subject, role) for k in stage.outputs if k != "meshes"]
-    return Task(stage.name, subject, [command], [seg, *map(source_file, views.values())],
-                outputs)
+    return Task(stage.name, subject, [command], files, outputs)

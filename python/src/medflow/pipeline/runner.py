@@ -49,6 +49,7 @@ class Options:
     annotate_budget: str = "10%"      # the annotate stage's --budget
     cluster_model: Path | None = None  # the cluster stage's model (None: trained in the stage)
     motion: bool = False  # run the motion stage (estimate-motion-mesh fit)
+    motion_model: Path | None = None  # the motion stage predicts with it (implies motion)
 
 
 @dataclass
@@ -95,7 +96,8 @@ def absolute_paths(opts: Options) -> Options:
     return replace(opts, input=absolute(opts.input), outdir=absolute(opts.outdir),
                    model=opts.model and absolute(opts.model),
                    superres_model=opts.superres_model and absolute(opts.superres_model),
-                   cluster_model=opts.cluster_model and absolute(opts.cluster_model))
+                   cluster_model=opts.cluster_model and absolute(opts.cluster_model),
+                   motion_model=opts.motion_model and absolute(opts.motion_model))
 
 
 def selected_stages(opts: Options) -> list[Stage]:
@@ -108,7 +110,7 @@ def selected_stages(opts: Options) -> list[Stage]:
             continue
         if stage.only_with == "prior" and not (opts.superres_model or opts.train_prior):
             continue
-        if stage.only_with == "motion" and not opts.motion:
+        if stage.only_with == "motion" and not (opts.motion or opts.motion_model):
             continue
         if opts.stages and stage.name not in opts.stages:
             continue
@@ -156,11 +158,16 @@ def prepare(opts: Options) -> plan.Context:
         from medflow.cluster.card import read_card as check_cluster_model
 
         check_cluster_model(opts.cluster_model)
+    if opts.motion_model is not None and "motion" in names:
+        from medflow.motion.modelio import load_model as check_motion_model
+
+        check_motion_model(opts.motion_model)
     return plan.Context(sheet, absolute(opts.outdir), model and absolute(model),
                         image_roles, label_role, opts.device, opts.seed,
                         superres_model=prior and absolute(prior), prior_in_run=in_run,
                         annotate_budget=opts.annotate_budget,
-                        cluster_model=opts.cluster_model and absolute(opts.cluster_model))
+                        cluster_model=opts.cluster_model and absolute(opts.cluster_model),
+                        motion_model=opts.motion_model and absolute(opts.motion_model))
 
 
 def run(opts: Options, progress: Callable[[int], None] | None = None,
