@@ -47,13 +47,14 @@ test: $(STAMP) tools
 # <zip>#<series>, beside the labels and truth.json) -> small model trained on it -> pipeline
 # from the zips -> report. --resume: a second `make demo` redoes only what changed.
 # The cluster stage (column check, ~100 s CPU on this cohort) is left out: `--stages`
-# without it.
-DEMO_COLUMNS := subject lvedv_voxel_ml lvedv_true_ml lvesv_voxel_ml lvesv_true_ml lvef_voxel_pct lvef_true_pct lvm_voxel_g lvm_true_g qc_pass lv_dice uncertainty_score
+# without it. The motion stage fits the mesh to each subject (about a minute for the 8):
+# the plain phenotype columns are the mesh's, voxel counting is beside them (*_voxel).
+DEMO_COLUMNS := subject lvedv_ml lvedv_true_ml lvesv_ml lvesv_true_ml lvef_pct lvef_voxel_pct lvef_true_pct lvm_g lvm_true_g motion_qc_pass lv_dice uncertainty_score
 demo: $(STAMP)
 	$(MEDFLOW) demo-cohort --kind cardiac --format ukbb --subjects 8 --frames 10 --seed 0 \
 	    --out "$(DEMO)/cohort" --jobs 2
 	$(MEDFLOW) pipeline --input "$(DEMO)/cohort/samplesheet.csv" --outdir "$(DEMO)/results" \
-	    --train --jobs 2 --seed 0 --resume --stages preprocess,train,segment,uncertainty
+	    --train --motion --jobs 2 --seed 0 --resume --stages preprocess,train,segment,uncertainty,motion
 	@$(PY) -c 'import pandas as pd; t = pd.read_parquet("$(DEMO)/results/cohort.parquet"); \
 	    print(t[[c for c in "$(DEMO_COLUMNS)".split() if c in t]].round(3).to_string(index=False))'
 	@echo "results:  $(DEMO)/results (<stage>/<subject>/..., pipeline_info/trace.parquet)"
