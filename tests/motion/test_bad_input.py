@@ -82,7 +82,8 @@ def test_different_frame_counts_is_65(runner, heart_segs, tmp_path):
     _, paths = heart_segs
     bad = dict(paths, la_2ch=_rewrite(paths["la_2ch"], tmp_path / "la2.nii.gz",
                                       lambda d: d[..., :2]))
-    _expect(runner, bad, tmp_path / "out", 65, "different frame counts", "la_2ch 2")
+    _expect(runner, bad, tmp_path / "out", 65, "la2.nii.gz", "different frame counts",
+            "la_2ch 2")  # the file that differs from the short axis is named
 
 
 def test_different_cycle_lengths_is_65(runner, heart_segs, tmp_path):
@@ -101,7 +102,14 @@ def test_unknown_labels_and_not_a_cine_are_65(runner, heart_segs, tmp_path):
     _, paths = heart_segs
     bad = dict(paths, sa=_rewrite(paths["sa"], tmp_path / "sa7.nii.gz",
                                   lambda d: np.where(d == 3, 7, d).astype(d.dtype)))
-    _expect(runner, bad, tmp_path / "out", 65, "sa7.nii.gz", "unknown labels [7]")
+    _expect(runner, bad, tmp_path / "out", 65, "sa7.nii.gz", "unknown label value(s) [7]")
+    # an intensity image given as a segmentation: a short line, not every value it holds
+    image = tmp_path / "image.nii.gz"
+    write_nifti(Volume(np.arange(8 * 8 * 3 * 2, dtype=np.int16).reshape(8, 8, 3, 2),
+                       np.eye(4), kind="label"), image)
+    result = runner.invoke(cli, _args(dict(sa=image), tmp_path / "out3"))
+    assert result.exit_code == 65 and len(result.output) < 300, result.output
+    assert "378 unknown label value(s) [6, 7, 8, 9, 10, ...]" in result.output  # 0-5 known
     bad = dict(paths, sa=_rewrite(paths["sa"], tmp_path / "sa3d.nii.gz", lambda d: d[..., 0]))
     _expect(runner, bad, tmp_path / "out2", 65, "sa3d.nii.gz", "cine segmentation")
 
@@ -125,3 +133,14 @@ def test_output_over_an_input_is_refused(runner, heart_segs, tmp_path):
 def test_usage_errors_are_2(runner, args, words):
     result = runner.invoke(cli, ["estimate-motion-mesh", "fit", *args])
     assert result.exit_code == 2 and words in result.output
+
+
+@pytest.mark.parametrize("prefix", ["../escape", "a/b", "..", "/abs"])
+def test_prefix_that_is_not_one_name_is_2(runner, heart_segs, tmp_path, prefix):
+    """--prefix becomes part of file names: a path in it would write outside --out."""
+    _, paths = heart_segs
+    out = tmp_path / "deep" / "out"
+    result = runner.invoke(cli, [*_args(paths, out), "--prefix", prefix])
+    assert result.exit_code == 2, result.output
+    assert "--prefix" in result.output
+    assert not (tmp_path / "deep").exists()

@@ -121,6 +121,8 @@ def test_predict_writes_fits_outputs_from_the_saved_model(trained, runner, heart
     root, _, _ = trained
     heart, paths = heart_segs
     out = tmp_path / "pred"
+    (out / "meshes").mkdir(parents=True)
+    (out / "meshes" / "frame_009.ply").write_bytes(b"from an older, longer run")
     args = ["estimate-motion-mesh", "predict", "--model", str(root / "model"), "--sa",
             str(paths["sa"]), "--la-2ch", str(paths["la_2ch"]), "--la-4ch",
             str(paths["la_4ch"]), "--out", str(out), "--threads", "1"]
@@ -132,13 +134,16 @@ def test_predict_writes_fits_outputs_from_the_saved_model(trained, runner, heart
     side = json.loads((out / "motion.json").read_text())
     assert side["tool"] == "estimate-motion-mesh predict"
     assert side["parameters"]["mode"] == "predict"
+    assert sorted(p.name for p in (out / "meshes").iterdir()) == [
+        "frame_000.ply", "frame_001.ply", "frame_002.ply"]        # the stale frame is gone
     disp = np.load(out / "displacements.npy")
     assert disp.shape == (3, Topology().n_vertices, 3) and np.all(disp[0] == 0)
     assert np.abs(disp[1:]).max() > 0.5        # the heart moves
 
 
 @pytest.mark.parametrize("kind", ["missing", "no_weights", "corrupt_weights", "other_tool",
-                                  "wrong_shape"])
+                                  "wrong_shape", "negative_width", "bad_fit_option",
+                                  "zero_spacing"])
 def test_bad_model_folder(kind, trained, runner, heart_segs, tmp_path):
     root, _, _ = trained
     _, paths = heart_segs
@@ -151,6 +156,12 @@ def test_bad_model_folder(kind, trained, runner, heart_segs, tmp_path):
             card["format"] = "medflow-super-resolve"
         if kind == "wrong_shape":
             card["config"]["hidden"] = 32
+        if kind == "negative_width":
+            card["config"]["hidden"] = -1
+        if kind == "bad_fit_option":
+            card["fit_options"]["ed_iterations"] = "many"
+        if kind == "zero_spacing":
+            card["fit_options"]["ed_spacing_mm"] = 0
         (model / "model.json").write_text(json.dumps(card))
         if kind == "corrupt_weights":
             (model / "model.safetensors").write_bytes(weights[:100])
@@ -191,3 +202,29 @@ def test_train_refuses_a_bad_subject_and_leaves_no_model_folder(kind, runner, he
     line = result.output.strip()
     assert "\n" not in line and "bad_sa.nii.gz" in line, line
     assert not model.exists()
+
+
+def test_predict_refuses_a_subject_without_the_training_views(trained, runner, heart_segs,
+                                                              tmp_path):
+    root, _, card = trained
+    assert card["views"] == ["sa", "la_2ch", "la_4ch"]
+    _, paths = heart_segs
+    out = tmp_path / "out"
+    result = runner.invoke(cli, ["estimate-motion-mesh", "predict", "--model",
+                                 str(root / "model"), "--sa", str(paths["sa"]), "--la-4ch",
+                                 str(paths["la_4ch"]), "--out", str(out)])
+    assert result.exit_code == 65, result.output
+    assert "no la_2ch" in result.output and str(paths["sa"]) in result.output
+    assert not out.exists()
+
+
+def test_train_refuses_another_tools_model_folder(trained, runner, tmp_path):
+    _, sheet, _ = trained
+    other = tmp_path / "prior"
+    other.mkdir()
+    (other / "model.json").write_text(json.dumps({"format": "medflow-super-resolve"}))
+    result = runner.invoke(cli, ["estimate-motion-mesh", "train", "--samplesheet", str(sheet),
+                                 "--out", str(other), "--epochs", "1"])
+    assert result.exit_code == 65, result.output
+    assert "medflow-super-resolve" in result.output
+    assert sorted(p.name for p in other.iterdir()) == ["model.json"]

@@ -49,6 +49,17 @@ def _check_mode(sa, out, samplesheet, outdir) -> bool:
     return single
 
 
+def _one_name(ctx, param, value: str | None) -> str | None:
+    """--prefix is part of a file name: the samplesheet's subject rule (no folders)."""
+    import re
+
+    if value is not None and (not re.fullmatch(r"[A-Za-z0-9_.-]+", value)
+                              or value in (".", "..")):
+        raise click.BadParameter(f"{value!r} is not one file-name part (letters, digits, "
+                                 "_ . - only, not '.' or '..')")
+    return value
+
+
 def _roles(pairs: tuple[str, ...]) -> dict[str, str]:
     roles = dict(ROLE_OPTIONS)
     for pair in pairs:
@@ -76,8 +87,9 @@ def estimate_motion_mesh() -> None:
 
     \b
     Example:
-      medflow estimate-motion-mesh fit --sa seg_sa.nii.gz --la-2ch seg_la_2ch.nii.gz \\
-          --la-4ch seg_la_4ch.nii.gz --out motion/sub-000
+      medflow estimate-motion-mesh fit --sa demo/cohort/sub-000/seg_sa.nii.gz \\
+          --la-2ch demo/cohort/sub-000/seg_la_2ch.nii.gz \\
+          --la-4ch demo/cohort/sub-000/seg_la_4ch.nii.gz --out motion/sub-000
     """
 
 
@@ -85,7 +97,8 @@ def estimate_motion_mesh() -> None:
 @_views
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (meshes/, phenotypes.parquet, frames.parquet, ...).")
-@click.option("--prefix", default=None, help="Prefix of the output names (e.g. the subject).")
+@click.option("--prefix", default=None, callback=_one_name,
+              help="Prefix of the output names (e.g. the subject).")
 @_batch
 @click.option("--iterations", type=click.IntRange(min=1), default=None,
               help="B-spline motion evaluations per frame [default: 15 for 50 frames, up "
@@ -104,10 +117,11 @@ def fit_cmd(sa, la_2ch, la_4ch, out, prefix, samplesheet, outdir, roles, iterati
 
     \b
     Example:
-      medflow estimate-motion-mesh fit --sa sub-000/seg_sa.nii.gz \\
-          --la-2ch sub-000/seg_la_2ch.nii.gz --la-4ch sub-000/seg_la_4ch.nii.gz \\
+      medflow estimate-motion-mesh fit --sa demo/cohort/sub-000/seg_sa.nii.gz \\
+          --la-2ch demo/cohort/sub-000/seg_la_2ch.nii.gz \\
+          --la-4ch demo/cohort/sub-000/seg_la_4ch.nii.gz \\
           --out motion/sub-000
-      medflow estimate-motion-mesh fit --samplesheet demo/samplesheet.csv \\
+      medflow estimate-motion-mesh fit --samplesheet demo/cohort/samplesheet.csv \\
           --outdir results/motion --jobs 2
     """
     from medflow.motion.fit import FitOptions
@@ -165,7 +179,7 @@ def train_cmd(samplesheet, roles, out, epochs, teacher_weight, threads, device, 
 
     \b
     Example:
-      medflow estimate-motion-mesh train --samplesheet demo/samplesheet.csv \\
+      medflow estimate-motion-mesh train --samplesheet demo/cohort/samplesheet.csv \\
           --out motion_model
     """
     from medflow.io.outputs import output_folder, remove_new_folders
@@ -191,7 +205,8 @@ def train_cmd(samplesheet, roles, out, epochs, teacher_weight, threads, device, 
 @_views
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (the same files as `fit`).")
-@click.option("--prefix", default=None, help="Prefix of the output names (e.g. the subject).")
+@click.option("--prefix", default=None, callback=_one_name,
+              help="Prefix of the output names (e.g. the subject).")
 @_batch
 @jobs_option
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -207,10 +222,11 @@ def predict_cmd(model, sa, la_2ch, la_4ch, out, prefix, samplesheet, outdir, rol
     \b
     Example:
       medflow estimate-motion-mesh predict --model motion_model \\
-          --sa sub-000/seg_sa.nii.gz --la-2ch sub-000/seg_la_2ch.nii.gz \\
-          --la-4ch sub-000/seg_la_4ch.nii.gz --out motion/sub-000
+          --sa demo/cohort/sub-000/seg_sa.nii.gz \\
+          --la-2ch demo/cohort/sub-000/seg_la_2ch.nii.gz \\
+          --la-4ch demo/cohort/sub-000/seg_la_4ch.nii.gz --out motion/sub-000
       medflow estimate-motion-mesh predict --model motion_model \\
-          --samplesheet demo/samplesheet.csv --outdir results/motion --jobs 2
+          --samplesheet demo/cohort/samplesheet.csv --outdir results/motion --jobs 2
     """
     from medflow.motion.fit import FitOptions
     from medflow.motion.workflow import fit_batch, predict_files

@@ -68,6 +68,34 @@ class FitOptions:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "FitOptions":
+        """Options read back from a file (a model card), every value checked.
+
+        Raises:
+            TypeError: an unknown or missing field.
+            ValueError: a value of the wrong type or out of range (iteration counts are
+                integers >= 1, or None where a default exists; spacings and scales are
+                numbers > 0, weights numbers >= 0, all finite).
+        """
+        opts = cls(**d)
+        for name, value in asdict(opts).items():
+            if name.endswith(("iterations", "steps")):
+                optional = name.startswith("frame_")
+                if value is None and optional:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not np.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            positive = name.endswith("_mm")
+            if value < 0 or (positive and value == 0):
+                raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'}, got "
+                                 f"{value!r}")
+        return opts
+
     def per_frame(self, frames: int) -> tuple[int, int]:
         """(kinematic steps, B-spline evaluations) per frame of a ``frames``-frame cine:
         20 and 15 for UK Biobank's 50 frames, up to 40 and 30 for 10 frames."""

@@ -63,8 +63,10 @@ def _read(path: Path, name: str) -> View:
     values = np.unique(data)
     unknown = [int(v) for v in values if int(v) not in KNOWN_LABELS]
     if unknown:
-        raise InvalidDataError(f"unknown labels {unknown} in {name} (expected UK Biobank "
-                               f"labels 0-3, atria 4-5)", path)
+        shown = ", ".join(map(str, unknown[:5])) + (", ..." if len(unknown) > 5 else "")
+        raise InvalidDataError(f"{len(unknown)} unknown label value(s) [{shown}] in {name}: "
+                               "not a segmentation with UK Biobank labels (0-3, atria 4-5)",
+                               path)
     data, affine = slices_last(data, np.asarray(vol.affine, np.float64))
     return View(name, data.astype(np.uint8, copy=False), affine)
 
@@ -103,10 +105,11 @@ def read_inputs(sa: Path, la_2ch: Path | None = None, la_4ch: Path | None = None
             paths[name] = Path(p)
     views = [_read(p, name) for name, p in paths.items()]
     frames = {v.name: v.frames for v in views}
-    if len(set(frames.values())) > 1:
+    odd = next((k for k, n in frames.items() if n != frames["sa"]), None)
+    if odd is not None:
         raise InvalidDataError("views have different frame counts ("
                                + ", ".join(f"{k} {n}" for k, n in frames.items()) + ")",
-                               paths["sa"])
+                               paths[odd])
     intervals = {name: frame_interval(p) for name, p in paths.items()}
     known = {k: v * frames[k] for k, v in intervals.items() if v is not None}
     if known and max(known.values()) > (1 + CYCLE_TOLERANCE) * min(known.values()):

@@ -41,7 +41,7 @@ def load_model(folder: str | os.PathLike):
     card = read_model_card(folder, CARD, FORMAT, TOOL)
     try:
         net = MotionNet(NetConfig.from_dict(card["config"]))
-        FitOptions(**card["fit_options"])
+        FitOptions.from_dict(card["fit_options"])
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidDataError(f"bad config in {CARD} ({type(exc).__name__}: {exc})",
                                folder / CARD) from None

@@ -35,7 +35,12 @@ class NetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetConfig":
-        return cls(**d)
+        """Raises TypeError (unknown field) or ValueError (not an integer >= 1)."""
+        cfg = cls(**d)
+        for name, value in asdict(cfg).items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        return cfg
 
 
 def _mlp(*sizes: int) -> nn.Sequential:

@@ -64,6 +64,11 @@ def write_subject(out: Path, prefix: str | None, topo: Topology, vertices: np.nd
         for t, v in enumerate(vertices):
             o.path(paths["meshes"] / f"frame_{t:03d}.ply").write_bytes(ply_bytes(v, topo.faces))
         write_json(sidecar, o.path(paths["sidecar"]))
+    # A rerun with fewer frames must not leave the old run's extra meshes beside the new.
+    written = {f"frame_{t:03d}.ply" for t in range(len(vertices))}
+    for old in paths["meshes"].glob("frame_*.ply"):
+        if old.name not in written:
+            old.unlink()
     return paths
 
 

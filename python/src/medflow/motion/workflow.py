@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medflow.errors import InvalidDataError
 from medflow.io.sidecar import Timer, make_sidecar
 from medflow.motion.fit import EDFit, FitOptions, fit_ed, fit_motion
 from medflow.motion.initial import initial_frame
@@ -128,7 +129,14 @@ def predict_files(model: Path, sa: Path, la_2ch: Path | None, la_4ch: Path | Non
     from medflow.motion.modelio import load_model
 
     net, card = load_model(model)
-    opts = FitOptions(**card["fit_options"])
+    opts = FitOptions.from_dict(card["fit_options"])
+    given = {"sa": sa, "la_2ch": la_2ch, "la_4ch": la_4ch}
+    missing = [v for v in card.get("views", ["sa"]) if given.get(v) is None]
+    if missing:
+        # The network never saw a subject without them: its motion would be a guess.
+        raise InvalidDataError(f"the model was trained with the {', '.join(card['views'])} "
+                               f"views; this subject has no {', '.join(missing)} (use `fit`, "
+                               "or a model trained without it)", sa)
     timer, inputs, targets, planes, topo, ed = _start(sa, la_2ch, la_4ch, out, prefix, opts,
                                                       seed, threads)
     subject = learn.prepare(prefix or "subject", targets, planes, ed, topo, opts)
@@ -226,18 +234,22 @@ def train_files(samplesheet: Path, roles: dict[str, str], out: Path, epochs: int
 
     from medflow.io.sidecar import sha256
     from medflow.motion import learn
-    from medflow.motion.modelio import save_model
+    from medflow.io.modelcard import read_model_card
+    from medflow.motion.modelio import CARD, FORMAT, save_model
 
     torch.manual_seed(seed)
     torch.set_num_threads(max(1, threads))
+    if (Path(out) / CARD).exists():  # retraining our own model is fine; another's is not
+        read_model_card(out, CARD, FORMAT, "estimate-motion-mesh")
     opts = opts or FitOptions()
     topo = Topology()
-    subjects, kinematic = [], []
+    subjects, kinematic, views = [], [], []
     started = time.time()
     for name, paths in subject_views(samplesheet, roles):
         inputs, targets, planes = read_subject(paths["sa"], paths.get("la_2ch"),
                                                paths.get("la_4ch"), opts)
         ed = ed_fit(inputs, targets, topo, opts)
+        views.append({v.name for v in inputs.views})
         subject = learn.prepare(name, targets, planes, ed, topo, opts)
         kinematic.append(learn.add_teacher(subject, opts))
         subjects.append(subject)
@@ -247,6 +259,8 @@ def train_files(samplesheet: Path, roles: dict[str, str], out: Path, epochs: int
                                progress=lambda h: log.info("epoch %d: %s", h["epoch"], h))
     card = {"fit_options": opts.to_dict(), "epochs": epochs, "seed": seed,
             "teacher_weight": teacher_weight, "subjects": [s.name for s in subjects],
+            # the views every training subject had: predict asks a subject for them all
+            "views": [v for v in ("sa", "la_2ch", "la_4ch") if all(v in s for s in views)],
             "frames": [int(s.targets.sdf.shape[0]) for s in subjects],
             "samplesheet_sha256": sha256(samplesheet), "history": history,
             "trained_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
