@@ -19,7 +19,8 @@ Hard examples come from masking the segmenter's latent features, here stage 2's 
 The segmenter is trained on the decoded hard examples (with the same labels) as well as
 the clean ones; the refiner learns to map to the true labels the segmenter's clean and
 hard-example probabilities and corrupted one-hot labels (:func:`corrupt_labels`: random
-boxes relabelled, mixed with noise). Our own implementation (no code of the authors').
+boxes relabelled, mixed with noise), one of the three per patch. Our own implementation
+(no code of the authors').
 
 Departures from the paper, for a cascade that predicts window by window: no image
 reconstruction branch (the segmenter's latent space is not split into image and shape
@@ -47,6 +48,9 @@ MASK_RATE = (0.2, 0.5)
 #: Label corruption: boxes per patch, their in-plane size as a fraction of the patch, and
 #: the most weight the noise may take in the mix.
 CORRUPT_BOXES, CORRUPT_SIZE, CORRUPT_NOISE = (1, 4), (0.1, 0.35), 0.5
+#: What the refiner learns to correct; each training patch gives it one, drawn uniformly.
+REFINER_INPUTS = ("segmenter probabilities (clean)", "segmenter probabilities (masked "
+                  "latent)", "corrupted one-hot labels")
 #: Refiner widths per level, relative to the width of stage 2's first level.
 REFINER_WIDTHS = (1, 2, 4)
 
@@ -193,8 +197,7 @@ def card() -> dict:
     return {"cooperative_training": {
         "latent": "stage-2 bottleneck", "mask_kinds": list(MASK_KINDS),
         "mask_rate": list(MASK_RATE), "targeted_score": "channel: mean |dL/dh| over voxels; "
-        "spatial: sum |dL/dh| over channels", "refiner_inputs": [
-            "segmenter probabilities (clean)", "segmenter probabilities (masked latent)",
-            "corrupted one-hot labels"],
+        "spatial: sum |dL/dh| over channels",
+        "refiner_inputs": list(REFINER_INPUTS) + ["one per patch, drawn uniformly"],
         "corruption": {"boxes": list(CORRUPT_BOXES), "in_plane_size": list(CORRUPT_SIZE),
                        "max_noise_weight": CORRUPT_NOISE}}}

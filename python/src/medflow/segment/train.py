@@ -177,8 +177,10 @@ def cooperative_loss(model: Cascade, latent, seg_loss: torch.Tensor, logits2: to
 
     Returns:
         the segmenter's loss on the hard example (the bottleneck masked by one mask drawn
-        from ``rng``) plus the refiner's loss on the clean and hard probabilities and on
-        corrupted labels (refiner inputs are detached: its loss trains the refiner only).
+        from ``rng``) plus the refiner's loss; the refiner sees per patch one input drawn
+        from :data:`cooperative.REFINER_INPUTS` (the clean or hard probabilities, or
+        corrupted labels; one per patch instead of all three: a third of the refiner's
+        cost). Refiner inputs are detached: its loss trains the refiner only.
     """
     from medflow.segment.predict import slice_axis
 
@@ -191,13 +193,14 @@ def cooperative_loss(model: Cascade, latent, seg_loss: torch.Tensor, logits2: to
     corruption = cooperative.sample_corruption(rng, target.shape[0], model.cfg.patch,
                                                model.cfg.n_classes,
                                                slice_axis(model.cfg.spacing))
-    inputs = torch.cat([torch.softmax(logits2.detach().float(), 1),
-                        torch.softmax(hard.detach().float(), 1),
-                        cooperative.corrupt_labels(corruption, target)])
+    source = torch.from_numpy(rng.integers(len(cooperative.REFINER_INPUTS),
+                                           size=target.shape[0]))
+    inputs = torch.stack([torch.softmax(logits2.detach().float(), 1),
+                          torch.softmax(hard.detach().float(), 1),
+                          cooperative.corrupt_labels(corruption, target)])
+    inputs = inputs[source, torch.arange(target.shape[0])]     # (B, n, *patch)
     refined = model.refiner(inputs.to(logits2.dtype))
-    w3 = None if weight is None else weight.repeat(3, 1, 1, 1, 1)
-    return (soft_dice_ce(hard, target, weight)
-            + soft_dice_ce(refined, target.repeat(3, 1, 1, 1, 1), w3))
+    return soft_dice_ce(hard, target, weight) + soft_dice_ce(refined, target, weight)
 
 
 def dice_scores(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> list[float]:
