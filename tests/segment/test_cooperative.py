@@ -201,3 +201,21 @@ def test_cooperative_training_finishes_is_seeded_and_predicts_refined(runner, co
     assert np.abs(unc.astype(float) - entropy).max() <= 0.51
     sidecar = json.loads(res_paths["refined"][0].with_name("refined_seg.json").read_text())
     assert sidecar["parameters"]["refine"] is True
+
+
+def test_resume_must_match_the_cooperative_option(runner, cohort, tmp_path):
+    from medflow.segment.cli import segment_cascaded
+
+    def train(out, epochs, *flags):
+        return runner.invoke(segment_cascaded, ["train", "--samplesheet", str(cohort), "--out",
+                                                str(out), *TINY[:-4], "--epochs", epochs,
+                                                *flags])
+
+    assert train(tmp_path / "full", "2", "--cooperative").exit_code == 0
+    assert train(tmp_path / "r", "1", "--cooperative").exit_code == 0
+    res = train(tmp_path / "r", "2", "--resume")
+    assert res.exit_code == 2 and "--cooperative" in res.output
+    res = train(tmp_path / "r", "2", "--resume", "--cooperative")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "r/model.safetensors").read_bytes() == \
+        (tmp_path / "full/model.safetensors").read_bytes()
