@@ -4,7 +4,9 @@ The first frame of a one-subject demo cohort (184 x 160 x 11 at 1.8 x 1.8 x 10 m
 issue-18 benchmark's architecture (patch 96,96,16 -> 96 x 96 x 11, widths 8-64, 4 levels),
 2 patches per step,
 1 thread, process CPU time (independent of other jobs on shared cores). One warm-up step,
-then ``--steps`` timed steps per mode on the same seeded model and draws.
+then ``--steps`` timed steps per mode on the same seeded model and draws. A mode
+``X+cooperative`` (``cooperative`` alone: ``standard+cooperative``) is ``--augment X
+--cooperative``: the model gets the refiner and the step its latent-space hard example.
 
     python benchmarks/segment/augment_cost.py --workdir /tmp/augcost --steps 6
 """
@@ -12,6 +14,7 @@ then ``--steps`` timed steps per mode on the same seeded model and draws.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -22,7 +25,8 @@ from pathlib import Path
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", type=Path, required=True)
-    ap.add_argument("--modes", default="standard,gin-ipa,adv-chain,gin-ipa+adv-chain")
+    ap.add_argument("--modes", default="standard,gin-ipa,adv-chain,gin-ipa+adv-chain,"
+                    "cooperative,gin-ipa+cooperative")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--adv-steps", type=int, default=1)
     a = ap.parse_args()
@@ -31,6 +35,7 @@ def main() -> None:
     import torch
 
     from medflow.segment import advchain
+    from medflow.segment.cooperative import refiner_channels
     from medflow.segment.cascade import Cascade
     from medflow.segment.data import Sample
     from medflow.segment.plan import Fingerprint, plan_cascade
@@ -48,13 +53,19 @@ def main() -> None:
     spacing = tuple(float(s) for s in nib.load(sub / "sa.nii.gz").header.get_zooms()[:3])
     rows = {}
     for mode in a.modes.split(","):
+        coop = mode.endswith("cooperative")
+        augment = mode.removesuffix("cooperative").removesuffix("+") or "standard"
         plan = plan_cascade(Fingerprint.of([lab.shape], spacing), patch=(96, 96, 16),
-                            channels=8, levels=4, copies=advchain.copies(mode),
+                            channels=8, levels=4, copies=advchain.copies(augment),
                             labels=(0, 1, 2, 3), in_channels=1)
+        cfg = plan.config
+        if coop:
+            cfg = dataclasses.replace(cfg, refiner_channels=refiner_channels(cfg.channels2))
         torch.manual_seed(0)
-        model = Cascade(plan.config).to(memory_format=torch.channels_last_3d).train()
+        model = Cascade(cfg).to(memory_format=torch.channels_last_3d).train()
         opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-        opts, rng = TrainOptions(augment=mode, adv_steps=a.adv_steps), np.random.default_rng(0)
+        opts = TrainOptions(augment=augment, adv_steps=a.adv_steps, cooperative=coop)
+        rng = np.random.default_rng(0)
         train_step(model, opt, sample, opts, rng, "cpu")                    # warm-up
         t0 = time.process_time()
         for _ in range(a.steps):

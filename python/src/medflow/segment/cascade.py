@@ -15,11 +15,14 @@ The upsampling of stage-1 outputs is evaluated for one patch at a time
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from medflow.segment.config import CascadeConfig, divisor_of
+from medflow.segment.cooperative import ShapeRefiner
 from medflow.segment.unet import MeUNet
 
 
@@ -56,6 +59,9 @@ class Cascade(nn.Module):
             in2, extra = cfg.net_channels, 0
         self.stage2 = MeUNet(in2, c, cfg.channels2, cfg.pools2, cfg.kernels2, cfg.dropout,
                              cfg.checkpoint, extra_channels=extra)
+        # the shape-correcting network of --cooperative (None: a model trained without it)
+        self.refiner = (ShapeRefiner(c, cfg.refiner_channels, cfg.pools2, cfg.kernels2)
+                        if cfg.refiner_channels else None)
 
     def forward_stage1(self, image: torch.Tensor):
         """Whole full-resolution image (B, in, X, Y, Z) -> stage-1 (logits, features) on the
@@ -80,29 +86,54 @@ class Cascade(nn.Module):
         c = self.cfg.n_classes
         return up[:, :c], up[:, c:]
 
+    def stage2_inputs(self, patch: torch.Tensor, probs_up=None, feats_up=None):
+        """Stage 2's network input (patch and stage-1 probabilities) and post-concatenated
+        features (None for a single-stage model)."""
+        if self.stage1 is None:
+            return patch, None
+        return torch.cat([patch, probs_up.to(patch.dtype)], dim=1), feats_up.to(patch.dtype)
+
     def forward_stage2(self, patch: torch.Tensor, probs_up=None, feats_up=None):
         """Patch (B, in, *patch) plus upsampled stage-1 outputs -> stage-2 logits."""
-        if self.stage1 is None:
-            return self.stage2(patch)[0]
-        x = torch.cat([patch, probs_up.to(patch.dtype)], dim=1)
-        return self.stage2(x, extra=feats_up.to(patch.dtype))[0]
+        x, extra = self.stage2_inputs(patch, probs_up, feats_up)
+        return self.stage2(x, extra=extra)[0]
 
-    def forward_patches(self, images: torch.Tensor, starts):
+    def forward_patches(self, images: torch.Tensor, starts, keep_latent: bool = False):
         """Training forward: stage 1 on whole images (K, in, X, Y, Z), stage 2 on the
         patches at ``starts`` (a ``cfg.patch`` box each, zero-padded outside).
 
         Returns:
             (stage-1 logits (K, n, coarse grid) or None, stage-2 logits (len(starts) x K,
-            n, *patch), start-major: all K copies of the first patch, then the next).
+            n, *patch), start-major: all K copies of the first patch, then the next); with
+            ``keep_latent`` also stage 2's :class:`Latent` (its encoder outputs, for
+            :meth:`decode_latent`).
         """
         x = torch.cat([crop(images, s, self.cfg.patch) for s in starts])
-        if self.stage1 is None:
-            return None, self.forward_stage2(x)
-        logits1, feats1 = self.forward_stage1(images)
-        ctx = [self.stage1_context(logits1.detach(), feats1, s, self.cfg.patch,
-                                   images.shape[2:]) for s in starts]
-        return logits1, self.forward_stage2(x, torch.cat([c[0] for c in ctx]),
-                                            torch.cat([c[1] for c in ctx]))
+        logits1 = probs_up = feats_up = None
+        if self.stage1 is not None:
+            logits1, feats1 = self.forward_stage1(images)
+            ctx = [self.stage1_context(logits1.detach(), feats1, s, self.cfg.patch,
+                                       images.shape[2:]) for s in starts]
+            probs_up, feats_up = torch.cat([c[0] for c in ctx]), torch.cat([c[1] for c in ctx])
+        x, extra = self.stage2_inputs(x, probs_up, feats_up)
+        levels = self.stage2.encode(x)
+        logits2 = self.stage2.decode(list(levels), extra)[0]
+        if keep_latent:
+            return logits1, logits2, Latent(levels, extra)
+        return logits1, logits2
+
+    def decode_latent(self, latent: "Latent", bottleneck: torch.Tensor) -> torch.Tensor:
+        """Stage-2 logits from kept encoder outputs with the bottleneck replaced (a masked
+        one: the cooperative training's hard examples); shapes as ``latent.levels[-1]``."""
+        return self.stage2.decode([*latent.levels[:-1], bottleneck], latent.extra)[0]
+
+
+class Latent(NamedTuple):
+    """Stage 2's encoder outputs of one forward (finest first, the bottleneck last) and
+    the stage-1 features post-concatenated before its head (None for one stage)."""
+
+    levels: list
+    extra: torch.Tensor | None
 
 
 def crop(t: torch.Tensor, start, size) -> torch.Tensor:

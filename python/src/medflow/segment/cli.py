@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from medflow.errors import TransientError
+from medflow.errors import InvalidDataError, TransientError
 from medflow.options import (device_option, is_quiet, parse_triplet, resolve_device,
                              seed_option, show_progress, verbosity_options)
 
@@ -99,6 +99,11 @@ def segment_cascaded() -> None:
                    "of standard. gin-ipa+adv-chain: the chain on the second GIN-IPA copy.")
 @click.option("--adv-steps", type=click.IntRange(1, 5), default=1, show_default=True,
               help="adv-chain: gradient-ascent steps on the chain's parameters per sample.")
+@click.option("--cooperative", is_flag=True,
+              help="Also train a shape-correcting network on the segmenter's probabilities "
+                   "(saved with the model; predict --refine uses it), with hard examples "
+                   "from masking stage 2's bottleneck features (random and gradient-"
+                   "targeted, channel-wise and spatial). Composes with every --augment.")
 @click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.2, show_default=True,
               help="Fraction of subjects held out for validation Dice.")
 @click.option("--channels", type=click.IntRange(min=2), default=None,
@@ -127,8 +132,9 @@ def segment_cascaded() -> None:
 @seed_option
 @verbosity_options
 def train_cmd(samplesheet, image_role, label_role, out, epochs, patch, stage1_factor, augment,
-              adv_steps, val_fraction, channels, levels, memory_budget, lr, single_stage, regions,
-              context, phase_weight, phase_loss_weight, resume, device, seed) -> None:
+              adv_steps, cooperative, val_fraction, channels, levels, memory_budget, lr,
+              single_stage, regions, context, phase_weight, phase_loss_weight, resume, device,
+              seed) -> None:
     """Train both stages of the cascade on a samplesheet.
 
     Patch, levels, widths and the stage-1 factor are planned from the training images'
@@ -145,6 +151,8 @@ def train_cmd(samplesheet, image_role, label_role, out, epochs, patch, stage1_fa
           --augment adv-chain --adv-steps 1 --out model_adv
       medflow segment-cascaded train --samplesheet demo/samplesheet.csv \\
           --memory-budget 8G --out model
+      medflow segment-cascaded train --samplesheet demo/samplesheet.csv \\
+          --augment gin-ipa --cooperative --out model_coop
     """
     import torch
 
@@ -174,7 +182,7 @@ def train_cmd(samplesheet, image_role, label_role, out, epochs, patch, stage1_fa
                            resume=resume, device=dev, seed=seed, samplesheet=samplesheet,
                            context=context_frames, phase_weight=phase_weight,
                            phase_loss_weight=phase_loss_weight, adv_steps=adv_steps,
-                           progress=show_progress(), announce=_say)
+                           cooperative=cooperative, progress=show_progress(), announce=_say)
     dice = card["validation"].get("dice", {})
     click.echo(f"{out}  validation Dice: " + (", ".join(f"{k} {v:.3f}" for k, v in dice.items())
                                                or "n/a"))
@@ -218,13 +226,19 @@ def train_cmd(samplesheet, image_role, label_role, out, epochs, patch, stage1_fa
 @click.option("--calibration/--no-calibration", default=True, show_default=True,
               help="Use the calibrator stored with the model by 'calibrate' (if any) for "
                    "probabilities, uncertainty and labels.")
+@click.option("--refine", is_flag=True,
+              help="Pass each window's probabilities through the shape-correcting network "
+                   "of a model trained with --cooperative (exit 65 if it has none); "
+                   "labels, probabilities and uncertainty are then the refined ones. Not "
+                   "with a stored calibrator (fitted on the unrefined output): add "
+                   "--no-calibration.")
 @device_option
 @seed_option
 @verbosity_options
 def predict_cmd(model_dir, inputs, output, probabilities, uncertainty, uncertainty_kind, tta,
                 mc_samples, overlap, max_memory, samplesheet, outdir, image_role,
-                save_probabilities, save_uncertainty, ventricle_anatomy, calibration, device,
-                seed) -> None:
+                save_probabilities, save_uncertainty, ventricle_anatomy, calibration, refine,
+                device, seed) -> None:
     """Segment images (3D, or every frame of a 4D cine) with a trained cascade.
 
     \b
@@ -235,6 +249,8 @@ def predict_cmd(model_dir, inputs, output, probabilities, uncertainty, uncertain
           --outdir results/segment
       medflow segment-cascaded predict --model model --input image.nii --output seg.nii \\
           --max-memory 2G
+      medflow segment-cascaded predict --model model_coop --input sa.nii.gz \\
+          --output seg.nii.gz --refine
 
     Peak memory depends on the model's patch and the memory target, not on the volume:
     stage 1 runs on windows of the grid it was trained on, stage 2 is stitched slab by slab,
@@ -256,11 +272,17 @@ def predict_cmd(model_dir, inputs, output, probabilities, uncertainty, uncertain
     return_freed_memory()
     model, card = load_model(model_dir, dev)
     calibrator = load_calibrator(model_dir, card) if calibration else None
+    if refine and model.refiner is None:
+        raise InvalidDataError("the model has no refiner for --refine (train it with "
+                               "--cooperative)", model_dir)
+    if refine and calibrator is not None:
+        raise click.UsageError("--refine: the model's calibrator was fitted on the "
+                               "unrefined probabilities; add --no-calibration")
     if calibrator is not None and calibrator.net is not None:
         calibrator.net.to(dev)
     options = dict(tta=tta, mc=mc_samples, kind=uncertainty_kind, device=dev, seed=seed,
                    progress=show_progress(), overlap=overlap, max_memory=max_memory,
-                   ventricle_anatomy=ventricle_anatomy, calibrator=calibrator)
+                   ventricle_anatomy=ventricle_anatomy, calibrator=calibrator, refine=refine)
     with oom_is_transient():
         if single:
             predict_files(model, card, model_dir, list(inputs), output, probabilities,

@@ -47,6 +47,9 @@ class CascadeConfig:
         dropout: decoder dropout probability (MC-dropout uncertainty uses it).
         checkpoint: activation checkpointing on encoder blocks while training.
         overlap / sigma_scale: sliding-window overlap and Gaussian blending width.
+        refiner_channels: widths per level of the shape-correcting network trained by
+            ``--cooperative`` (:class:`cooperative.ShapeRefiner`, on stage 2's first
+            pools and kernels); () for none (every model from before it).
     """
 
     in_channels: int = 1
@@ -70,6 +73,7 @@ class CascadeConfig:
     overlap: float = 0.5
     sigma_scale: float = 0.125
     normalisation: str = "zscore-clip-0.5-99.5"
+    refiner_channels: tuple[int, ...] = ()
 
     @property
     def net_channels(self) -> int:

@@ -75,7 +75,7 @@ class ArraySource:
 
 
 def predict_patch(model: Cascade, src: ArraySource, context, start, tta: int = 1, mc: int = 1,
-                  device: str = "cpu", calibrator=None):
+                  device: str = "cpu", calibrator=None, refine: bool = False):
     """Mean class probabilities (C, *patch) of one window over its TTA flips x MC-dropout
     draws, and the fraction of draws whose argmax disagrees with the mean's (*patch; None
     for a single draw). Draws are summed as they come, never stacked.
@@ -85,6 +85,9 @@ def predict_patch(model: Cascade, src: ArraySource, context, start, tta: int = 1
             window (:class:`stitch.Stage1Context`); None for a single-stage model.
         calibrator: a :class:`calibration.Calibrator` applied to every draw's logits (None:
             the network's own probabilities).
+        refine: pass every draw's probabilities through the model's shape-correcting
+            refiner (``--cooperative`` models, :mod:`segment.cooperative`): the mean, the
+            disagreement and hence every output are the refined ones.
     """
     patch = model.cfg.patch
     x = src.read(start, patch)[None].to(device)
@@ -103,8 +106,12 @@ def predict_patch(model: Cascade, src: ArraySource, context, start, tta: int = 1
                     logits, lambda xp, fp=fp, ff=ff: model.forward_stage2(xp, fp, ff), fx)
         del fx, fp, ff
         logits = logits.flip(dims) if dims else logits
-        probs = torch.softmax(logits.float(), dim=1)[0].cpu()          # (C, *patch)
+        probs = torch.softmax(logits.float(), dim=1)                   # (1, C, *patch)
         del logits
+        if refine:
+            with autocast(device):
+                probs = torch.softmax(model.refiner(probs).float(), dim=1)
+        probs = probs[0].cpu()                                         # (C, *patch)
         total = probs if total is None else total.add_(probs)
         if len(draws) > 1:
             votes.append(probs.argmax(0).to(torch.uint8))
@@ -119,7 +126,7 @@ def predict_patch(model: Cascade, src: ArraySource, context, start, tta: int = 1
 @torch.no_grad()
 def predict_regions(model: Cascade, src: ArraySource, on_box, layout: Layout | None = None,
                     tta: int = 1, mc: int = 1, device: str = "cpu", progress=None,
-                    chunk: int = 8, calibrator=None) -> dict:
+                    chunk: int = 8, calibrator=None, refine: bool = False) -> dict:
     """Predict ``src`` tile by tile, calling ``on_box(box, probs, disagreement)`` for each
     finalised z-slab of each tile (``box`` = (x slice, y slice, z slice) of the volume;
     probs (C, *box sizes) float32, disagreement (*box sizes) or None).
@@ -129,7 +136,7 @@ def predict_regions(model: Cascade, src: ArraySource, on_box, layout: Layout | N
         layout: overlaps, stage-1 window and tiles (default: :func:`memory.plan_layout`).
         tta / mc: flips / dropout draws per window (1 = off).
         progress: optional callable advanced by one per stage-2 window.
-        calibrator: see :func:`predict_patch`.
+        calibrator / refine: see :func:`predict_patch`.
 
     Returns:
         facts for the sidecar: windows run per stage, tiles, overlaps.
@@ -157,7 +164,7 @@ def predict_regions(model: Cascade, src: ArraySource, on_box, layout: Layout | N
             counts["windows"] += 1
             if progress:
                 progress(1)
-            return predict_patch(model, src, ctx, start, tta, mc, device, calibrator)
+            return predict_patch(model, src, ctx, start, tta, mc, device, calibrator, refine)
 
         for z0, z1, probs, dis in stitch_slabs(one, starts, cfg.patch, weight, region,
                                                src.shape[2], cfg.n_classes, chunk,
@@ -173,7 +180,7 @@ def predict_regions(model: Cascade, src: ArraySource, on_box, layout: Layout | N
 
 def stream_predict(model: Cascade, src: ArraySource, on_slab, tta: int = 1, mc: int = 1,
                    device: str = "cpu", progress=None, chunk: int = 8,
-                   layout: Layout | None = None) -> dict:
+                   layout: Layout | None = None, refine: bool = False) -> dict:
     """:func:`predict_regions` on whole (X, Y) planes: ``on_slab(z0, z1, probs, disagreement)``
     receives probs (C, X, Y, z1 - z0) for finalised z-ranges, in order, covering 0..Z once.
     """
@@ -182,7 +189,7 @@ def stream_predict(model: Cascade, src: ArraySource, on_slab, tta: int = 1, mc: 
         raise ValueError("stream_predict hands on whole planes: use predict_regions for tiles")
     return predict_regions(model, src, lambda box, p, d: on_slab(box[2].start, box[2].stop,
                                                                  p, d),
-                           layout, tta, mc, device, progress, chunk)
+                           layout, tta, mc, device, progress, chunk, refine=refine)
 
 
 @torch.no_grad()

@@ -188,7 +188,7 @@ def apply_ventricle_anatomy(labels: np.ndarray, values: tuple[int, int, int],
 def segment(model: Cascade, channels: list[Volume], label_out, prob_out=None, unc_out=None,
             tta: int = 1, mc: int = 1, uncertainty: str = "entropy", device: str = "cpu",
             seed: int = 0, progress=None, layout: Layout | None = None,
-            ventricle_anatomy: bool = True, calibrator=None) -> dict:
+            ventricle_anatomy: bool = True, calibrator=None, refine: bool = False) -> dict:
     """Segment every frame of ``channels`` into the output arrays.
 
     Args:
@@ -206,12 +206,18 @@ def segment(model: Cascade, channels: list[Volume], label_out, prob_out=None, un
             anatomy`). Probabilities and uncertainty stay the network's.
         calibrator: a :class:`calibration.Calibrator` applied to the stage-2 logits of
             every window (probabilities, uncertainty and labels then follow it).
+        refine: every window's probabilities (each TTA/MC draw) go through the model's
+            shape-correcting refiner (:mod:`segment.cooperative`) before averaging, so
+            labels, probabilities and both uncertainty kinds are the refined ones.
 
     Returns:
         facts for the sidecar (frames, resampled or not, windows and tiles, threads).
     """
     cfg = model.cfg
     check_input(model, channels)
+    if refine and model.refiner is None:
+        raise InvalidDataError("the model has no refiner for --refine (train it with "
+                               "--cooperative)")
     order = model_axis_order(channels[0].spacing, cfg.spacing)
     if order is not None:  # the network sees the model's axis convention; outputs go back
         channels = [_reordered(c, order) for c in channels]
@@ -259,7 +265,7 @@ def segment(model: Cascade, channels: list[Volume], label_out, prob_out=None, un
 
         def run(src, on_box):
             facts = predict_regions(model, src, on_box, layout, tta, mc, device, progress,
-                                    calibrator=calibrator)
+                                    calibrator=calibrator, refine=refine)
             for k in counts:
                 counts[k] += facts[k]
             return facts
@@ -299,5 +305,6 @@ def segment(model: Cascade, channels: list[Volume], label_out, prob_out=None, un
             "overlap": facts["overlap"], "stage1_overlap": facts["stage1_overlap"],
             "stage1_window": facts["stage1_window"], "threads": torch.get_num_threads(),
             "ventricle_anatomy": {"applied": rule is not None, "relabelled_background": removed},
+            "refined": bool(refine),
             "calibration": None if calibrator is None else {
                 "method": calibrator.method, "temperature": calibrator.temperature}}

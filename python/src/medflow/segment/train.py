@@ -7,8 +7,11 @@ detached): stage 2 learns from stage-1 outputs that carry the errors of a partia
 trained, noisy stage 1 rather than from ground truth. Stage-1 features reach stage 2's head
 through post-concatenation, with gradients. ``gin-ipa`` adds a consistency loss between
 the two appearance copies; the adv-chain modes add a second copy chained adversarially
-against the current model (:mod:`segment.advchain`) and a consistency loss to it. Randomness per epoch comes from ``(seed, epoch)``, so a
-resumed run continues exactly as an uninterrupted one.
+against the current model (:mod:`segment.advchain`) and a consistency loss to it.
+``cooperative`` (composable with every mode) adds hard examples decoded from a masked
+stage-2 bottleneck and trains the shape-correcting refiner on the segmenter's clean and
+hard outputs and on corrupted labels (:mod:`segment.cooperative`). Randomness per epoch
+comes from ``(seed, epoch)``, so a resumed run continues exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medflow.segment import advchain
+from medflow.segment import advchain, cooperative
 from medflow.segment.augment import apply_augment, sample_augment
 from medflow.segment.cascade import Cascade, crop, downsample
 from medflow.segment.infer import ArraySource, stream_predict
@@ -42,6 +45,7 @@ class TrainOptions:
     phase_weight: float = 0.0
     phase_loss_weight: float = 0.0
     adv_steps: int = 1
+    cooperative: bool = False
     seed: int = 0
 
 
@@ -129,7 +133,8 @@ def train_step(model: Cascade, opt, sample, opts: TrainOptions, rng, device: str
     target = target.expand(k, -1, -1, -1, -1)
     weight = None if weight is None else weight.expand(k, -1, -1, -1, -1)
     with autocast(device):
-        logits1, logits2 = model.forward_patches(images, starts)
+        out = model.forward_patches(images, starts, keep_latent=opts.cooperative)
+        logits1, logits2 = out[0], out[1]
         loss = torch.zeros((), device=device)
         if logits1 is not None:
             loss = loss + soft_dice_ce(logits1, downsample(target, cfg.stage1_factor),
@@ -137,7 +142,10 @@ def train_step(model: Cascade, opt, sample, opts: TrainOptions, rng, device: str
                                        downsample(weight, cfg.stage1_factor))
         y = torch.cat([crop(target, s, cfg.patch) for s in starts])          # start-major
         w2 = None if weight is None else torch.cat([crop(weight, s, cfg.patch) for s in starts])
-        loss = loss + soft_dice_ce(logits2, y, w2)
+        seg2 = soft_dice_ce(logits2, y, w2)
+        loss = loss + seg2
+        if opts.cooperative:
+            loss = loss + cooperative_loss(model, out[2], seg2, logits2, y, w2, rng)
         if refs is not None and opts.consistency_weight > 0:
             ref2 = torch.cat([crop(refs[1], s, cfg.patch) for s in starts])
             c = advchain.kl(ref2, logits2[1::2])
@@ -155,6 +163,46 @@ def train_step(model: Cascade, opt, sample, opts: TrainOptions, rng, device: str
     return float(loss.detach())
 
 
+def cooperative_loss(model: Cascade, latent, seg_loss: torch.Tensor, logits2: torch.Tensor,
+                     target: torch.Tensor, weight: torch.Tensor | None,
+                     rng: np.random.Generator) -> torch.Tensor:
+    """The cooperative terms of one step (:mod:`segment.cooperative`).
+
+    Args:
+        latent: stage 2's encoder outputs of the step (:meth:`Cascade.forward_patches`).
+        seg_loss: stage 2's loss on ``logits2``; a targeted mask takes its gradient with
+            respect to the bottleneck.
+        logits2 / target / weight: stage-2 logits, one-hot targets (B, n, *patch) and loss
+            weights (B, 1, *patch) or None.
+
+    Returns:
+        the segmenter's loss on the hard example (the bottleneck masked by one mask drawn
+        from ``rng``) plus the refiner's loss; the refiner sees per patch one input drawn
+        from :data:`cooperative.REFINER_INPUTS` (the clean or hard probabilities, or
+        corrupted labels; one per patch instead of all three: a third of the refiner's
+        cost). Refiner inputs are detached: its loss trains the refiner only.
+    """
+    from medflow.segment.predict import slice_axis
+
+    h = latent.levels[-1]
+    params = cooperative.sample_mask(rng)
+    grad = None
+    if params.kind.startswith("targeted"):
+        grad = torch.autograd.grad(seg_loss, h, retain_graph=True)[0]
+    hard = model.decode_latent(latent, h * cooperative.latent_mask(params, h, grad))
+    corruption = cooperative.sample_corruption(rng, target.shape[0], model.cfg.patch,
+                                               model.cfg.n_classes,
+                                               slice_axis(model.cfg.spacing))
+    source = torch.from_numpy(rng.integers(len(cooperative.REFINER_INPUTS),
+                                           size=target.shape[0]))
+    inputs = torch.stack([torch.softmax(logits2.detach().float(), 1),
+                          torch.softmax(hard.detach().float(), 1),
+                          cooperative.corrupt_labels(corruption, target)])
+    inputs = inputs[source, torch.arange(target.shape[0])]     # (B, n, *patch)
+    refined = model.refiner(inputs.to(logits2.dtype))
+    return soft_dice_ce(hard, target, weight) + soft_dice_ce(refined, target, weight)
+
+
 def dice_scores(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> list[float]:
     """Dice per foreground class (nan where the class is absent in both)."""
     out = []
@@ -165,8 +213,9 @@ def dice_scores(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> list[flo
     return out
 
 
-def evaluate(model: Cascade, samples, device: str = "cpu") -> list[float]:
-    """Mean Dice per foreground class over ``samples`` with the inference code path."""
+def evaluate(model: Cascade, samples, device: str = "cpu", refine: bool = False) -> list[float]:
+    """Mean Dice per foreground class over ``samples`` with the inference code path
+    (``refine``: through the model's refiner, as ``predict --refine``)."""
     model.eval()
     scores = []
     for s in samples:
@@ -176,7 +225,7 @@ def evaluate(model: Cascade, samples, device: str = "cpu") -> list[float]:
             pred[..., z0:z1] = probs.argmax(0).numpy()
 
         src = ArraySource(list(s.image), [IDENTITY_STATS] * s.image.shape[0])
-        stream_predict(model, src, keep, device=device)
+        stream_predict(model, src, keep, device=device, refine=refine)
         scores.append(dice_scores(pred, s.classes, model.cfg.n_classes))
     with np.errstate(all="ignore"):
         return np.nanmean(np.asarray(scores, dtype=float), axis=0).tolist() if scores else []
@@ -196,6 +245,9 @@ def train(model: Cascade, samples, opts: TrainOptions, val_fraction: float = 0.2
         the training curve: one dict per epoch (loss, validation Dice per class).
     """
     history = list(history or [])
+    if opts.cooperative and model.refiner is None:
+        raise ValueError("cooperative training needs a model with a refiner "
+                         "(CascadeConfig.refiner_channels)")
     model.to(memory_format=torch.channels_last_3d)  # as at inference; faster on CPU
     train_set, val_set = split_subjects(samples, val_fraction, opts.seed)
     val_set = _limit_frames(val_set, opts.max_val_frames)
@@ -217,6 +269,9 @@ def train(model: Cascade, samples, opts: TrainOptions, val_fraction: float = 0.2
         row = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
                "val_dice_mean": float(np.nanmean(dice)) if dice else float("nan"),
                **{f"val_dice_{c + 1}": d for c, d in enumerate(dice)}}
+        if opts.cooperative and val_set:
+            refined = evaluate(model, val_set, device, refine=True)
+            row["val_dice_refined_mean"] = float(np.nanmean(refined))
         history.append(row)
         if progress is not None:
             progress.set_postfix(loss=f"{row['loss']:.3f}", dice=f"{row['val_dice_mean']:.3f}")

@@ -59,24 +59,36 @@ class MeUNet(nn.Module):
             return checkpoint(block, x, use_reentrant=False)
         return block(x)
 
-    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None):
-        """x: (B, in, X, Y, Z) with sizes multiples of the pool product; extra: (B, E, X, Y, Z).
-
-        Returns:
-            (logits (B, n_classes, X, Y, Z), features (B, channels[0], X, Y, Z)).
-        """
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """x: (B, in, X, Y, Z) with sizes multiples of the pool product -> the encoder
+        outputs of every level, finest first; the last is the bottleneck (the latent
+        features the cooperative training masks, :mod:`segment.cooperative`)."""
         skips = []
         h = x
         for block in self.enc:                           # enc1 .. encN
             h = self._encode(block, h)
             skips.append(h)
-        skips.pop()                                      # the bottom is not a skip
+        return skips
+
+    def decode(self, skips: list[torch.Tensor], extra: torch.Tensor | None = None):
+        """Encoder outputs (:meth:`encode`) -> (logits (B, n_classes, X, Y, Z), features
+        (B, channels[0], X, Y, Z)). Consumes ``skips`` (each level is freed once used, at
+        inference); pass ``list(skips)`` to keep them."""
+        h = skips.pop()                                  # the bottom is not a skip
         for block in self.dec:                           # decN .. dec1
             h = block(h, skips)                          # pops its skip: freed once used
         features = h                                     # (B, channels[0], X, Y, Z)
         joined = features if extra is None else torch.cat([features, extra], dim=1)
         logits = self.head(joined)                       # (B, n_classes, X, Y, Z)
         return logits, features
+
+    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None):
+        """x: (B, in, X, Y, Z) with sizes multiples of the pool product; extra: (B, E, X, Y, Z).
+
+        Returns:
+            (logits (B, n_classes, X, Y, Z), features (B, channels[0], X, Y, Z)).
+        """
+        return self.decode(self.encode(x), extra)
 
 
 def autocast(device: str):

@@ -30,11 +30,16 @@ NAMES = {"cardiac": {0: "background", 1: "LV", 2: "myocardium", 3: "RV"},
 
 def build_config(samples, labels, spacing, patch, stage1_factor, channels, levels, stages,
                  regions, in_channels, kind: str = "generic", memory_budget=None,
-                 copies: int = 1, context: tuple[str, ...] = ()):
+                 copies: int = 1, context: tuple[str, ...] = (), cooperative: bool = False):
     """Plan the architecture from the data (:func:`plan.plan_cascade`: patch, levels,
     widths, stage-1 factor under ``memory_budget`` bytes; explicit options kept) and add
     labels, regions and temporal context. Returns the :class:`plan.Plan` (its ``config``
-    is the model's)."""
+    is the model's). ``cooperative`` adds the refiner (:mod:`segment.cooperative`) and
+    plans for one more copy (the hard example's stage-2 decoder pass and the refiner on
+    three inputs, counted as a whole stage-2 copy: the safe side)."""
+    import dataclasses
+
+    from medflow.segment.cooperative import refiner_channels
     from medflow.segment.plan import DEFAULT_BUDGET, Fingerprint, plan_cascade
 
     if regions != "none" and not set(labels) >= {0, 1, 2, 4} and not set(labels) >= {0, 1, 2, 3}:
@@ -45,11 +50,16 @@ def build_config(samples, labels, spacing, patch, stage1_factor, channels, level
         reg = {k: tuple(et if v == 4 else v for v in vals) for k, vals in REGIONS[regions].items()}
     names = NAMES.get(kind, {0: "background"})
     fp = Fingerprint.of([s.classes.shape for s in samples], spacing)
-    return plan_cascade(fp, memory_budget or DEFAULT_BUDGET, patch=patch,
+    plan = plan_cascade(fp, memory_budget or DEFAULT_BUDGET, patch=patch,
                         stage1_factor=stage1_factor, channels=channels, levels=levels,
-                        stages=stages, copies=copies, in_channels=in_channels,
-                        context_frames=tuple(context), labels=tuple(labels), regions=reg,
+                        stages=stages, copies=copies + int(cooperative),
+                        in_channels=in_channels, context_frames=tuple(context),
+                        labels=tuple(labels), regions=reg,
                         label_names=tuple(names.get(v, f"label_{v}") for v in labels))
+    if cooperative:
+        plan.config = dataclasses.replace(
+            plan.config, refiner_channels=refiner_channels(plan.config.channels2))
+    return plan
 
 
 def train_outputs(out: Path) -> list[Path]:
@@ -63,25 +73,29 @@ def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1
                 augment, val_fraction, channels, levels, lr, stages, regions, resume, device,
                 seed, samplesheet, context: tuple[str, ...] = (), phase_weight: float = 0.0,
                 phase_loss_weight: float = 0.0, adv_steps: int = 1, progress=False,
-                memory_budget=None,
+                memory_budget=None, cooperative: bool = False,
                 announce=None) -> dict:
     """Train from a samplesheet into ``out``; returns the model card.
 
     ``context``: temporal context frames (:mod:`segment.context`); a resumed run keeps the
     saved model's. ``announce`` receives the plan's one-line summary before training starts
-    (default: the log, at info)."""
+    (default: the log, at info). ``cooperative``: train the shape-correcting refiner with
+    latent-space hard examples (:mod:`segment.cooperative`); a resumed run must match the
+    saved model (exit 2 otherwise)."""
     import torch
     from tqdm import tqdm
 
     from medflow.segment import advchain
     from medflow.segment.cascade import Cascade
+    from medflow.segment.cooperative import card as cooperative_card
     from medflow.segment.data import load_training_samples, training_checksum
     from medflow.segment.modelio import load_model, load_optimizer, read_card, save_model
     from medflow.segment.train import TrainOptions, split_subjects, train
 
     timer = Timer()
     opts = TrainOptions(epochs=epochs, lr=lr, augment=augment, phase_weight=phase_weight,
-                        phase_loss_weight=phase_loss_weight, adv_steps=adv_steps, seed=seed)
+                        phase_loss_weight=phase_loss_weight, adv_steps=adv_steps,
+                        cooperative=cooperative, seed=seed)
     prior = read_card(out) if resume and (Path(out) / "model.json").exists() else None
     known = tuple(prior["config"]["labels"]) if prior else None
     spacing = tuple(prior["config"]["spacing"]) if prior else None
@@ -93,11 +107,17 @@ def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1
         raise InvalidDataError("no labelled frames in the samplesheet", samplesheet)
     if prior:
         model, _ = load_model(out, device)
+        if (model.refiner is not None) != cooperative:
+            import click
+
+            raise click.UsageError(f"--resume: the model in {out} was trained "
+                                   f"{'with' if model.refiner is not None else 'without'} "
+                                   "--cooperative; give the same option to continue it")
         history, plan_card = prior["training"]["history"], prior.get("plan")
     else:
         plan = build_config(samples, labels, spacing, patch, stage1_factor, channels, levels,
                             stages, regions, len(image_roles), df.attrs.get("kind", "generic"),
-                            memory_budget, advchain.copies(augment), context)
+                            memory_budget, advchain.copies(augment), context, cooperative)
         (announce or log.info)(plan.line())
         torch.manual_seed(seed)
         model, history, plan_card = Cascade(plan.config).to(device), [], plan.card()
@@ -113,7 +133,8 @@ def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1
                          "subjects": int(df.shape[0]), "samples": len(samples),
                          "val_subjects": sorted({s.subject for s in val_set}),
                          "options": {**vars(opts), "val_fraction": val_fraction,
-                                     **advchain.card(augment)}}}
+                                     **advchain.card(augment),
+                                     **(cooperative_card() if cooperative else {})}}}
 
     def card_for(history) -> dict:
         last = history[-1] if history else {}
@@ -190,12 +211,14 @@ def uncertainty_paths(path: Path, regions: dict) -> dict[str, Path]:
 def predict_files(model, card, model_dir, inputs, output, probabilities=None,
                   uncertainty=None, *, tta=1, mc=1, kind="entropy", device="cpu", seed=0,
                   progress=False, overlap=None, max_memory=None,
-                  ventricle_anatomy=True, calibrator=None) -> Path:
+                  ventricle_anatomy=True, calibrator=None, refine: bool = False) -> Path:
     """Read the input channel(s) (uncompressed NIfTI memory-mapped), segment every frame,
     write the label map (and probabilities, uncertainty) atomically with a JSON sidecar.
     The memory estimate is checked against ``max_memory`` (bytes) before any output.
     ``calibrator`` (:func:`calibrate.load_calibrator`) calibrates the probabilities, hence
-    uncertainty and labels; the sidecar names it."""
+    uncertainty and labels; the sidecar names it. ``refine``: the probabilities (hence
+    labels and uncertainty) are the model's refiner's (:mod:`segment.cooperative`); exit 65
+    naming ``model_dir`` when the model has none."""
     from tqdm import tqdm
 
     from medflow.segment.memory import windows_run
@@ -204,6 +227,9 @@ def predict_files(model, card, model_dir, inputs, output, probabilities=None,
 
     timer = Timer()
     cfg = model.cfg
+    if refine and model.refiner is None:
+        raise InvalidDataError("the model has no refiner for --refine (train it with "
+                               "--cooperative)", model_dir)
     check_outputs(prediction_outputs(output, probabilities, uncertainty, cfg.regions),
                   [*inputs, model_dir])
     vols = [read_image(p, mmap=True) for p in inputs]
@@ -229,7 +255,7 @@ def predict_files(model, card, model_dir, inputs, output, probabilities=None,
         with tqdm(total=windows, disable=not progress, desc="predict", unit="window") as bar:
             facts = segment(model, vols, label.array, prob.array if prob else None,
                             {k: s.array for k, s in unc.items()}, tta, mc, kind, device, seed,
-                            bar.update, layout, ventricle_anatomy, calibrator)
+                            bar.update, layout, ventricle_anatomy, calibrator, refine)
         for sink in (label, prob, *unc.values()):
             if sink is not None:
                 sink.close()
@@ -237,7 +263,8 @@ def predict_files(model, card, model_dir, inputs, output, probabilities=None,
         params = {"tta": tta, "mc_samples": mc, "uncertainty_kind": kind, "seed": seed,
                   "device": device, "model": str(model_dir), "overlap": overlap,
                   "max_memory_bytes": max_memory, "ventricle_anatomy": ventricle_anatomy,
-                  "calibration": calibrator.method if calibrator is not None else "none"}
+                  "calibration": calibrator.method if calibrator is not None else "none",
+                  "refine": refine}
         ins = {f"input_{i}": p for i, p in enumerate(inputs)}
         ins["model_weights"] = Path(model_dir) / "model.safetensors"
         if calibrator is not None:
