@@ -18,7 +18,6 @@ the data where they speak.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,8 +30,6 @@ from medflow.motion.network import MotionNet, NetConfig
 from medflow.motion.probe import NodeWeights, node_features, node_weights, vertex_probes
 from medflow.motion.slicer import PlaneTargets
 from medflow.motion.template import Topology
-
-log = logging.getLogger("medflow")
 
 
 @dataclass

@@ -256,7 +256,10 @@ def train_files(samplesheet: Path, roles: dict[str, str], out: Path, epochs: int
         log.info("%s: ED and teacher fitted (%d frames)", name, targets.sdf.shape[0])
     net, history = learn.train(subjects, opts, kinematic, epochs, seed=seed,
                                teacher_weight=teacher_weight,
-                               progress=lambda h: log.info("epoch %d: %s", h["epoch"], h))
+                               progress=lambda h: log.info(
+                                   "epoch %d: loss %.3f, contour distance %.3f mm^2, teacher "
+                                   "%.3f mm^2", h["epoch"], h["loss"], h["data_mm2"],
+                                   h.get("teacher_mm2", float("nan"))))
     card = {"fit_options": opts.to_dict(), "epochs": epochs, "seed": seed,
             "teacher_weight": teacher_weight, "subjects": [s.name for s in subjects],
             # the views every training subject had: predict asks a subject for them all
