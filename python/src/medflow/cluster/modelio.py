@@ -12,16 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from medflow import __version__
 from medflow.cluster.card import CARD, FORMAT, TOOL, WEIGHTS, read_card
 from medflow.cluster.encoder import EncoderConfig, SliceEncoder
 from medflow.errors import InvalidDataError
-from medflow.io.atomic import atomic_outputs
-from medflow.io.outputs import output_folder
-from medflow.io.sidecar import write_json
+from medflow.io.weights import read_tensors, write_model_folder
 
 __all__ = ["CARD", "FORMAT", "TOOL", "WEIGHTS", "load_model", "read_card", "save_model"]
 EXTRA = ("centres", "map_mean", "map_axes")
@@ -30,16 +26,11 @@ EXTRA = ("centres", "map_mean", "map_axes")
 def save_model(folder: str | os.PathLike, model: SliceEncoder, extra: dict[str, np.ndarray],
                card: dict) -> Path:
     """Write weights and card atomically into ``folder`` (created)."""
-    folder = output_folder(folder)  # 73 when it cannot be made
-    tensors = {f"encoder.{k}": v.detach().cpu().contiguous()
-               for k, v in model.state_dict().items()}
+    tensors = {f"encoder.{k}": v for k, v in model.state_dict().items()}
     tensors.update({k: torch.from_numpy(np.ascontiguousarray(extra[k])) for k in EXTRA})
     card = {"format": FORMAT, "format_version": 1, "tool": TOOL,
             "medflow_version": __version__, "config": model.cfg.to_dict(), **card}
-    with atomic_outputs() as out:
-        save_file(tensors, str(out.path(folder / WEIGHTS)), metadata={"format": "pt"})
-        write_json(card, out.path(folder / CARD))
-    return folder
+    return write_model_folder(folder, WEIGHTS, tensors, CARD, card)
 
 
 def load_model(folder: str | os.PathLike, device: str = "cpu"
@@ -52,10 +43,7 @@ def load_model(folder: str | os.PathLike, device: str = "cpu"
     folder = Path(folder)
     card = read_card(folder)
     path = folder / WEIGHTS
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise InvalidDataError(f"corrupt weights file ({exc})", path) from None
+    tensors = read_tensors(path)
     try:
         model = SliceEncoder(EncoderConfig.from_dict(card["config"]))
         state = {k[len("encoder."):]: v for k, v in tensors.items() if k.startswith("encoder.")}

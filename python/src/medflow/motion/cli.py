@@ -72,11 +72,31 @@ def _roles(pairs: tuple[str, ...]) -> dict[str, str]:
     return roles
 
 
-def _env_threads() -> int:
+def _threads(ctx, param, value: int | None) -> int:
+    """--threads, defaulting to OMP_NUM_THREADS when set (as the pipeline sets it per
+    task), else 2."""
     import os
 
-    value = os.environ.get("OMP_NUM_THREADS", "")
-    return int(value) if value.isdigit() and int(value) > 0 else 2
+    if value is not None:
+        return value
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else 2
+
+
+def _outputs(f):
+    """--out and --prefix of one subject's results (fit and predict write the same files)."""
+    f = click.option("--prefix", default=None, callback=_one_name,
+                     help="Prefix of the output names (e.g. the subject).")(f)
+    f = click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+                     help="Output folder (meshes/, phenotypes.parquet, frames.parquet, "
+                          "...).")(f)
+    return f
+
+
+threads_option = click.option(
+    "--threads", type=click.IntRange(min=1), default=None, callback=_threads,
+    help="CPU threads [default: OMP_NUM_THREADS when set (as the pipeline sets it per "
+         "task), else 2].")
 
 
 @click.group("estimate-motion-mesh")
@@ -95,18 +115,13 @@ def estimate_motion_mesh() -> None:
 
 @estimate_motion_mesh.command("fit")
 @_views
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder (meshes/, phenotypes.parquet, frames.parquet, ...).")
-@click.option("--prefix", default=None, callback=_one_name,
-              help="Prefix of the output names (e.g. the subject).")
+@_outputs
 @_batch
 @click.option("--iterations", type=click.IntRange(min=1), default=None,
               help="B-spline motion evaluations per frame [default: 15 for 50 frames, up "
                    "to 30 for short cines].")
 @jobs_option
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads per subject [default: OMP_NUM_THREADS when set (as the "
-                   "pipeline sets it per task), else 2].")
+@threads_option
 @device_option
 @seed_option
 @verbosity_options
@@ -128,7 +143,6 @@ def fit_cmd(sa, la_2ch, la_4ch, out, prefix, samplesheet, outdir, roles, iterati
     from medflow.motion.workflow import fit_batch, fit_files
 
     single = _check_mode(sa, out, samplesheet, outdir)
-    threads = threads or _env_threads()
     resolve_device(device)  # the per-subject fit runs on CPU; checked for the contract
     opts = FitOptions() if iterations is None else FitOptions(frame_iterations=iterations)
     if single:
@@ -168,8 +182,7 @@ def _echo_row(out: Path, row: dict) -> None:
               show_default=True,
               help="Weight of the pull towards fit's meshes (mm^2); 0 trains on the slicer "
                    "loss alone.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads [default: OMP_NUM_THREADS when set, else 2].")
+@threads_option
 @device_option
 @seed_option
 @verbosity_options
@@ -190,7 +203,7 @@ def train_cmd(samplesheet, roles, out, epochs, teacher_weight, threads, device, 
     output_folder(out, created)
     try:
         card = train_files(samplesheet, _roles(roles), out, epochs, seed,
-                           threads or _env_threads(), teacher_weight)
+                           threads, teacher_weight)
     except BaseException:
         remove_new_folders(created)
         raise
@@ -203,14 +216,10 @@ def train_cmd(samplesheet, roles, out, epochs, teacher_weight, threads, device, 
 @click.option("--model", required=True, type=click.Path(path_type=Path),
               help="Model folder from `estimate-motion-mesh train`.")
 @_views
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder (the same files as `fit`).")
-@click.option("--prefix", default=None, callback=_one_name,
-              help="Prefix of the output names (e.g. the subject).")
+@_outputs
 @_batch
 @jobs_option
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads per subject [default: OMP_NUM_THREADS when set, else 2].")
+@threads_option
 @device_option
 @seed_option
 @verbosity_options
@@ -235,7 +244,7 @@ def predict_cmd(model, sa, la_2ch, la_4ch, out, prefix, samplesheet, outdir, rol
     resolve_device(device)  # the network is small; the slicer and ED fit run on CPU
     if single:
         _echo_row(out, predict_files(model, sa, la_2ch, la_4ch, out, prefix, seed,
-                                     threads or _env_threads()))
+                                     threads))
         return
     _report(fit_batch(samplesheet, outdir, _roles(roles), FitOptions(), seed, jobs, model),
             outdir, samplesheet)

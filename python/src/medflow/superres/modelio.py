@@ -12,14 +12,11 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from medflow import __version__
-from medflow.errors import InvalidDataError, MissingInputError
+from medflow.errors import InvalidDataError
 from medflow.io.modelcard import read_model_card
-from medflow.io.atomic import atomic_outputs
-from medflow.io.sidecar import write_json
+from medflow.io.weights import load_state, read_tensors, write_model_folder
 
 FORMAT = "medflow-super-resolve"
 TOOL = "super-resolve"
@@ -28,15 +25,9 @@ WEIGHTS, CARD = "model.safetensors", "model.json"
 
 def save_model(folder: str | os.PathLike, net: torch.nn.Module, method: str, card: dict) -> Path:
     """Write weights and card atomically into ``folder`` (created)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     card = {"format": FORMAT, "format_version": 1, "tool": TOOL, "method": method,
             "medflow_version": __version__, "config": net.cfg.to_dict(), **card}
-    weights = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    with atomic_outputs() as out:
-        save_file(weights, str(out.path(folder / WEIGHTS)), metadata={"format": "pt"})
-        write_json(card, out.path(folder / CARD))
-    return folder
+    return write_model_folder(folder, WEIGHTS, net.state_dict(), CARD, card)
 
 
 def read_card(folder: str | os.PathLike, method: str | None = None) -> dict:
@@ -73,16 +64,7 @@ def load_model(folder: str | os.PathLike, method: str, device: str = "cpu"):
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidDataError(f"bad architecture config in {CARD} ({exc})", folder) from None
     path = folder / WEIGHTS
-    if not path.exists():
-        raise MissingInputError(f"no {WEIGHTS} in the model folder", folder)
-    try:
-        state = load_file(str(path))
-        net.load_state_dict(state, strict=True)
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise InvalidDataError(f"corrupt weights file ({exc})", path) from None
-    except RuntimeError as exc:
-        raise InvalidDataError(f"weights do not fit the config in {CARD} "
-                               f"({str(exc).splitlines()[0]})", path) from None
+    load_state(net, read_tensors(path), path, CARD)
     for p in net.parameters():
         p.requires_grad_(False)
     return net.to(device).eval(), card
