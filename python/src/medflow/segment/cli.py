@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from medflow.errors import InvalidDataError, TransientError
+from medflow.errors import TransientError
 from medflow.options import (device_option, is_quiet, parse_triplet, resolve_device,
                              seed_option, show_progress, verbosity_options)
 
@@ -259,6 +259,7 @@ def predict_cmd(model_dir, inputs, output, probabilities, uncertainty, uncertain
     from medflow.segment.calibrate import load_calibrator
     from medflow.segment.infer import return_freed_memory
     from medflow.segment.modelio import load_model
+    from medflow.segment.cooperative import require_refiner
     from medflow.segment.workflow import predict_batch, predict_files
 
     single = bool(inputs or output)
@@ -272,9 +273,8 @@ def predict_cmd(model_dir, inputs, output, probabilities, uncertainty, uncertain
     return_freed_memory()
     model, card = load_model(model_dir, dev)
     calibrator = load_calibrator(model_dir, card) if calibration else None
-    if refine and model.refiner is None:
-        raise InvalidDataError("the model has no refiner for --refine (train it with "
-                               "--cooperative)", model_dir)
+    if refine:  # once, before any subject of a batch
+        require_refiner(model, model_dir)
     if refine and calibrator is not None:
         raise click.UsageError("--refine: the model's calibrator was fitted on the "
                                "unrefined probabilities; add --no-calibration")

@@ -185,6 +185,19 @@ class ShapeRefiner(nn.Module):
         return self.net(probs)[0]
 
 
+def require_refiner(model, model_dir=None) -> None:
+    """Refuse ``--refine`` for a model trained without ``--cooperative``.
+
+    Raises:
+        InvalidDataError: the model has no refiner (65, naming ``model_dir`` when given).
+    """
+    from medflow.errors import InvalidDataError
+
+    if model.refiner is None:
+        raise InvalidDataError("the model has no refiner for --refine (train it with "
+                               "--cooperative)", model_dir)
+
+
 def refiner_channels(channels2) -> tuple[int, ...]:
     """The refiner's widths for a stage 2 of widths ``channels2`` (:data:`REFINER_WIDTHS`
     x its first width, as many levels as stage 2 has)."""

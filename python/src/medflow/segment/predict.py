@@ -20,6 +20,7 @@ from medflow.io.mapped import release_pages
 from medflow.io.volume import Volume, same_space
 from medflow.segment.cascade import Cascade
 from medflow.segment.context import check_cine, frame_sources
+from medflow.segment.cooperative import require_refiner
 from medflow.segment.data import (needs_resampling, normalise, resampled_shape, resize,
                                   robust_stats)
 from medflow.segment.infer import ArraySource, predict_regions
@@ -215,9 +216,8 @@ def segment(model: Cascade, channels: list[Volume], label_out, prob_out=None, un
     """
     cfg = model.cfg
     check_input(model, channels)
-    if refine and model.refiner is None:
-        raise InvalidDataError("the model has no refiner for --refine (train it with "
-                               "--cooperative)")
+    if refine:
+        require_refiner(model)
     order = model_axis_order(channels[0].spacing, cfg.spacing)
     if order is not None:  # the network sees the model's axis convention; outputs go back
         channels = [_reordered(c, order) for c in channels]

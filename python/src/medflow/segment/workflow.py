@@ -217,8 +217,8 @@ def predict_files(model, card, model_dir, inputs, output, probabilities=None,
     The memory estimate is checked against ``max_memory`` (bytes) before any output.
     ``calibrator`` (:func:`calibrate.load_calibrator`) calibrates the probabilities, hence
     uncertainty and labels; the sidecar names it. ``refine``: the probabilities (hence
-    labels and uncertainty) are the model's refiner's (:mod:`segment.cooperative`); exit 65
-    naming ``model_dir`` when the model has none."""
+    labels and uncertainty) are the model's refiner's (:mod:`segment.cooperative`; a model
+    without one is refused by :func:`~medflow.segment.predict.segment`, 65)."""
     from tqdm import tqdm
 
     from medflow.segment.memory import windows_run
@@ -227,9 +227,6 @@ def predict_files(model, card, model_dir, inputs, output, probabilities=None,
 
     timer = Timer()
     cfg = model.cfg
-    if refine and model.refiner is None:
-        raise InvalidDataError("the model has no refiner for --refine (train it with "
-                               "--cooperative)", model_dir)
     check_outputs(prediction_outputs(output, probabilities, uncertainty, cfg.regions),
                   [*inputs, model_dir])
     vols = [read_image(p, mmap=True) for p in inputs]
