@@ -85,3 +85,13 @@ def test_another_tools_card_names_the_tool_that_made_it(tool):
     (folder / "model.json").write_text("[1, 2]")
     with pytest.raises(InvalidDataError, match=r"made by an unknown tool"):
         reader(folder)
+
+
+def test_refusal_reads_as_english_for_a_tool_named_with_a_vowel(tmp_path):
+    from medflow.io.modelcard import read_model_card
+    from medflow.motion.modelio import CARD, FORMAT, TOOL
+
+    (tmp_path / CARD).write_text(json.dumps({"format": "medflow-segment-cascaded"}))
+    with pytest.raises(InvalidDataError, match=f"not an {TOOL} model "
+                                               r"\(made by medflow-segment-cascaded\)"):
+        read_model_card(tmp_path, CARD, FORMAT, TOOL)

@@ -71,3 +71,64 @@ def test_spatial_augmentation_never_resamples_across_thick_slices():
             assert (lab[..., k] == int(source[k]) + 1).any()
     iso = sample_spatial(rng, (1.0, 1.0, 1.0))["scale"]
     assert iso[0] == iso[1] == iso[2] != 1.0
+
+
+def three_tissue_image() -> tuple[torch.Tensor, torch.Tensor]:
+    """Background 0, a mid-grey ring (class 1), a bright core (class 2); z-scored."""
+    classes = torch.zeros(16, 16, 4, dtype=torch.long)
+    classes[3:13, 3:13], classes[6:10, 6:10] = 1, 2
+    image = (classes.float() / 2)[None]
+    return (image - image.mean()) / image.std(), classes
+
+
+def test_remap_reorders_tissue_brightness_and_keeps_labels():
+    # The curve is a function of intensity only: each tissue stays uniform (labels still
+    # describe the image), while across draws the brightest tissue comes out darkest, the
+    # order of the three tissues takes several permutations, and some draws leave the
+    # acquired contrast alone.
+    from medflow.segment.augment import apply_remap, sample_remap
+
+    image, classes = three_tissue_image()
+    rng = np.random.default_rng(3)
+    orders, untouched = set(), 0
+    for _ in range(40):
+        p = sample_remap(rng)
+        out = apply_remap(image, p)[0]
+        means = [float(out[classes == k].mean()) for k in range(3)]
+        for k in range(3):
+            assert float(out[classes == k].std()) < 1e-4
+        orders.add(tuple(np.argsort(means)))
+        untouched += torch.equal(out, image[0])
+        if p["apply"] and max(means) - min(means) > 1e-3:
+            assert abs(float(out.std()) - 1) < 1e-3                  # z-scored again
+    assert (2, 1, 0) in orders and len(orders) >= 4
+    assert 10 < untouched < 30                 # about REMAP_P of 40 draws remapped
+
+
+def test_remap_mode_is_one_copy_with_labels_moved_by_the_spatial_part():
+    image, classes = three_tissue_image()
+    p = sample_augment(np.random.default_rng(4), "remap", (1.0, 1.0, 1.0), 1, (3, 3, 1))
+    images, labels = apply_augment(image, classes, p, (1.0, 1.0, 1.0))
+    _, ref_labels = apply_augment(image, classes, {**p, "mode": "standard"},
+                                           (1.0, 1.0, 1.0))
+    assert images.shape == (1, 1, 16, 16, 4) and torch.equal(labels, ref_labels)
+    assert 0 <= p["intensity"]["noise"] <= 0.3
+
+
+def test_augment_choices_of_the_cli_are_the_modes_built():
+    from medflow.options import AUGMENT_MODES
+    from medflow.segment.advchain import BASE_MODE
+    from medflow.segment.augment import MODES
+
+    assert set(AUGMENT_MODES) == set(MODES) | set(BASE_MODE)
+
+
+def test_remap_curve_is_the_piecewise_linear_interpolation_of_its_knots():
+    from medflow.segment.augment import apply_remap, sample_remap
+
+    p = {**sample_remap(np.random.default_rng(1)), "apply": True, "alpha": 1.0}
+    unit = np.linspace(0, 1, 101)
+    out = apply_remap(torch.tensor(unit, dtype=torch.float64)[None, :, None, None], p)
+    ref = np.interp(unit, p["positions"], p["knots"])
+    # atol: the range is scaled by (hi - lo + 1e-6), felt inside this draw's 0.002-wide step
+    assert np.allclose(out.flatten().numpy(), (ref - ref.mean()) / ref.std(ddof=1), atol=5e-3)

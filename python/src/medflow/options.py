@@ -10,6 +10,12 @@ import click
 
 log = logging.getLogger("medflow")
 
+#: ``--augment`` choices of ``segment-cascaded train`` and of the annotation simulation that
+#: trains it. Spelled out here, not imported from ``medflow.segment``, so ``--help`` does not
+#: load PyTorch; a test checks it against ``segment.augment.MODES`` and
+#: ``segment.advchain.BASE_MODE``, where each mode is built.
+AUGMENT_MODES = ("none", "standard", "gin-ipa", "remap", "adv-chain", "gin-ipa+adv-chain")
+
 
 def _set_level(ctx: click.Context) -> None:
     meta = ctx.find_root().meta

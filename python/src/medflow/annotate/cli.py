@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from medflow.options import (device_option, parse_triplet, resolve_device, seed_option,
-                             verbosity_options)
+from medflow.options import (AUGMENT_MODES, device_option, parse_triplet, resolve_device,
+                             seed_option, verbosity_options)
 
 STRATEGY_CHOICE = click.Choice(["gradient", "uncertainty", "coreset", "typical", "random"])
 
@@ -164,8 +164,9 @@ DEFAULT_ROLES = {"brats": ("t1,t1ce,t2,flair", "seg"), "cardiac": ("sa", "seg_sa
 @click.option("--patch", default="128,128,32", show_default=True,
               help="Stage-2 patch (clipped to the data).")
 @click.option("--stage1-factor", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--augment", type=click.Choice(["none", "standard", "gin-ipa"]),
-              default="standard", show_default=True)
+@click.option("--augment", type=click.Choice(AUGMENT_MODES), default="standard",
+              show_default=True, help="The small models' training augmentation (see "
+              "segment-cascaded train --help).")
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--metric", type=click.Choice(["auto", "wt", "mean"]), default="auto",
               show_default=True, help="wt: whole-foreground (whole tumour) Dice; mean: mean "

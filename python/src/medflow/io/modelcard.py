@@ -56,7 +56,8 @@ def read_model_card(folder: str | os.PathLike, card_name: str, fmt: str, tool: s
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidDataError(f"corrupt model card ({exc})", path) from None
     if not isinstance(card, dict) or card.get("format") != fmt:
-        raise InvalidDataError(f"not a {tool} model (made by {made_by(card)})", path)
+        article = "an" if tool[:1] in "aeiou" else "a"
+        raise InvalidDataError(f"not {article} {tool} model (made by {made_by(card)})", path)
     version = card.get("format_version", 1)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise InvalidDataError(f"bad format_version {version!r} in the model card", path)

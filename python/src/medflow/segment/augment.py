@@ -9,6 +9,13 @@ RandomGamma / Gamma split).
   shallow convolutional network (GIN); copy B the blend ``m * GIN_b(x) + (1 - m) * GIN_c(x)``
   of two independent re-texturings through a random smooth mask ``m`` (interventional
   pseudo-correlation augmentation). Training adds a consistency loss between the copies.
+- ``remap`` (random tissue contrast): the spatial part of ``standard``, then, most of the
+  time, a random piecewise-linear intensity curve (its knot values drawn uniformly, so
+  often non-monotone: blood may end up darker than myocardium or fat, and two tissues
+  nearly equal), then ``standard``'s gamma, bias field and noise with a wider noise range.
+  One copy per step, no extra loss: the network must find the heart by shape and edges
+  whatever the tissues' order of brightness (the contrast-agnostic aim of SynthSeg, Billot
+  et al. 2023, done with a curve on the image since the phantom labels only the heart).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-MODES = ("none", "standard", "gin-ipa")
+MODES = ("none", "standard", "gin-ipa", "remap")
 
 
 #: An axis whose spacing exceeds this many times the finest is a slice axis: spatial
@@ -88,6 +95,40 @@ def apply_intensity(image: torch.Tensor, p: dict) -> torch.Tensor:
     out = out * torch.exp(field) * p["scale"] + p["shift"]
     g = torch.Generator().manual_seed(p["noise_seed"])
     return out + p["noise"] * torch.randn(out.shape, generator=g)
+
+
+#: ``remap``: knots of the intensity curve, the chance a draw is remapped at all (the rest
+#: keep the acquired contrast, so in-domain accuracy is kept), and the noise range (z units;
+#: ``standard`` draws 0-0.1, the GRE phantom's noise is ~0.2 of its z-scored image).
+REMAP_KNOTS, REMAP_P, REMAP_NOISE = 8, 0.5, 0.3
+
+
+def sample_remap(rng: np.random.Generator) -> dict:
+    """A random intensity curve on [0, 1]: knot positions (0, 1 and sorted uniform draws
+    between: a short interval is a steep step, which can swap two tissues of close
+    brightness, e.g. SSFP's blood and fat) and values (uniform), its weight against the
+    identity, and whether it is applied."""
+    inner = np.sort(rng.uniform(0, 1, REMAP_KNOTS - 2))
+    return {"apply": bool(rng.random() < REMAP_P),
+            "positions": [0.0, *inner.tolist(), 1.0],
+            "knots": rng.uniform(0, 1, REMAP_KNOTS).tolist(),
+            "alpha": float(rng.uniform(0.5, 1.0))}
+
+
+def apply_remap(image: torch.Tensor, p: dict) -> torch.Tensor:
+    """Map (C, X, Y, Z) through the curve: the image's range to [0, 1], the piecewise-linear
+    curve blended with the identity by alpha, z-scored. Every channel (frame) gets the same
+    curve: one contrast per cine."""
+    if not p["apply"]:
+        return image
+    lo, hi = image.amin(), image.amax()
+    unit = ((image - lo) / (hi - lo + 1e-6)).clamp(0, 1)
+    xs = torch.tensor(p["positions"], dtype=image.dtype)
+    ys = torch.tensor(p["knots"], dtype=image.dtype)
+    i = (torch.bucketize(unit, xs) - 1).clamp(0, len(xs) - 2)   # the interval of each voxel
+    frac = ((unit - xs[i]) / (xs[i + 1] - xs[i]).clamp_min(1e-6)).clamp(0, 1)
+    curve = ys[i] * (1 - frac) + ys[i + 1] * frac
+    return zscore(p["alpha"] * curve + (1 - p["alpha"]) * unit)
 
 
 def smooth_field(coarse: torch.Tensor, size) -> torch.Tensor:
@@ -160,6 +201,9 @@ def sample_augment(rng: np.random.Generator, mode: str, spacing, in_ch: int,
     p = {"mode": mode, "spatial": sample_spatial(rng, spacing)}
     if mode == "standard":
         p["intensity"] = sample_intensity(rng)
+    elif mode == "remap":
+        p["remap"] = sample_remap(rng)
+        p["intensity"] = {**sample_intensity(rng), "noise": float(rng.uniform(0, REMAP_NOISE))}
     else:
         p["gin"] = [sample_gin(rng, in_ch, kernel) for _ in range(3)]
         p["mask"] = sample_ipa_mask(rng)
@@ -173,6 +217,8 @@ def apply_augment(image: torch.Tensor, classes: torch.Tensor, p: dict, spacing):
     image, classes = apply_spatial(image, classes, p["spatial"], spacing)
     if p["mode"] == "standard":
         return apply_intensity(image, p["intensity"])[None], classes
+    if p["mode"] == "remap":
+        return apply_intensity(apply_remap(image, p["remap"]), p["intensity"])[None], classes
     gin_a, gin_b, gin_c = (apply_gin(image, g) for g in p["gin"])
     m = apply_ipa_mask(p["mask"], image.shape[1:])[None]
     copy_b = zscore(m * gin_b + (1 - m) * gin_c)  # a blend of two z-scored images is not

@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 
 from medflow.errors import TransientError
-from medflow.options import (device_option, is_quiet, parse_triplet, resolve_device,
-                             seed_option, show_progress, verbosity_options)
+from medflow.options import (AUGMENT_MODES, device_option, is_quiet, parse_triplet,
+                             resolve_device, seed_option, show_progress, verbosity_options)
 
 log = logging.getLogger("medflow")
 
@@ -88,11 +88,12 @@ def segment_cascaded() -> None:
 @click.option("--stage1-factor", type=click.IntRange(min=1), default=None,
               help="Stage-1 downsampling (no axis made coarser than the coarsest one) "
                    "[default: planned].")
-@click.option("--augment", type=click.Choice(["none", "standard", "gin-ipa", "adv-chain",
-                                              "gin-ipa+adv-chain"]),
+@click.option("--augment", type=click.Choice(AUGMENT_MODES),
               default="standard", show_default=True,
               help="standard: flips, rotation, scaling, gamma, bias field, noise. gin-ipa: "
-                   "random shallow-convnet re-texturing + consistency. adv-chain: standard, "
+                   "random shallow-convnet re-texturing + consistency. remap: standard, with a random, "
+                   "often non-monotone intensity curve (other contrasts) and wider noise. "
+                   "adv-chain: standard, "
                    "plus a copy through noise, bias field, gamma, affine and smooth "
                    "deformation chained in random order, their parameters optimised against "
                    "the current model (--adv-steps), + consistency; 3-4x the CPU time "
