@@ -281,7 +281,7 @@ def test_save_probabilities_threads_through_both_runners(tmp_path):
     assert props["save_probabilities"]["type"] == "boolean"
     assert props["save_probabilities"]["default"] is False
     option = next(p for p in pipeline.params if p.name == "save_probabilities")
-    assert option.is_flag and "45 MB" in option.help and "45 MB" in \
+    assert option.is_flag and "40 MB" in option.help and "40 MB" in \
         props["save_probabilities"]["description"]
     # the uncertainty stage reads the segment stage's probabilities per class
     uncertainty = next(s for s in STAGES if s.name == "uncertainty")

@@ -50,8 +50,8 @@ def _stages(ctx, param, value: str | None) -> tuple[str, ...]:
                    "it (~2.5 s CPU a subject); turns the motion stage on.")
 @click.option("--save-probabilities", is_flag=True,
               help="The segment stage also writes each subject's class probabilities "
-                   "(<subject>_<role>_prob.nii.gz, X,Y,Z,T,C float32: 45 MB for a 10-frame "
-                   "demo cine, ten times its image) and the uncertainty stage scores their "
+                   "(<subject>_<role>_prob.nii.gz, X,Y,Z,T,C float32: about 40 MB for a "
+                   "10-frame demo cine, ten times its image) and the uncertainty stage scores their "
                    "calibration: ECE, Brier per region and a reliability diagram in the "
                    "report.")
 @click.option("--stages", callback=_stages, metavar="NAME[,NAME...]",
@@ -88,6 +88,8 @@ def pipeline(input_, outdir, model, train, superres_model, train_prior, motion, 
       medflow demo-cohort --kind cardiac --subjects 8 --out demo/cohort
       medflow pipeline --input demo/cohort/samplesheet.csv --outdir demo/results --train --jobs 2
       medflow pipeline --input samplesheet.csv --outdir results --model model --resume
+      medflow pipeline --input samplesheet.csv --outdir results --model model \
+          --save-probabilities
       medflow pipeline --input demo/cohort/samplesheet.csv --outdir demo/results --train \
           --train-prior --jobs 2
       medflow pipeline --input demo/cohort/samplesheet.csv --outdir demo/results --train \

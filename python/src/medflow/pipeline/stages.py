@@ -136,7 +136,7 @@ STAGES: tuple[Stage, ...] = (
         table="segment.parquet",
         # The class probabilities (X, Y, Z, T, C float32: predict --probabilities) for the
         # uncertainty stage's calibration; only with --save-probabilities: about ten
-        # times the image's size (45 MB for a 10-frame demo cine, README).
+        # times the image's size (about 40 MB for a 10-frame demo cine, README).
         optional={"prob": "save_probabilities"},
     ),
     Stage(

@@ -64,7 +64,9 @@ def reliability_section(results: Path, report: Path, table: pd.DataFrame, render
            "(expected calibration error: the mean gap between predicted probability and "
            "observed frequency, weighted by voxels per probability bin; 0 is perfect) and "
            "Brier score (mean squared error of the probabilities), mean and largest over "
-           f"subjects. The probabilities were {html.escape(state)}.</p>",
+           "subjects. Most voxels of the field of view are far from every region and "
+           "trivially right, which keeps both small: the diagram's middle bins show the "
+           f"calibration where it matters. The probabilities were {html.escape(state)}.</p>",
            render_table(rows)]
     diagram = results / "uncertainty" / get_stage("uncertainty").outputs["reliability"]
     if diagram.exists():
