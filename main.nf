@@ -107,7 +107,7 @@ workflow {
             .map { subject, found, images ->
                 [[id: subject, role: roles[0]], roles.collect { role -> images[found.indexOf(role)] }]
             }
-        SEGMENT(ch_to_segment, model)
+        SEGMENT(ch_to_segment, model, params.save_probabilities)
 
         // uncertainty: one cohort task over the subjects that have ground truth for the
         // segmented role (the label column paired with it); the segmented image is the mask
@@ -117,20 +117,25 @@ workflow {
         ch_mask = PREPROCESS.out.image
             .filter { meta, image -> meta.role == roles[0] }
             .map { meta, image -> [meta.id, image] }
-        ch_cohort = SEGMENT.out.seg
-            .join(SEGMENT.out.uncertainty)
-            .map { meta, seg, unc -> [meta.id, seg, unc] }
+        // with --save_probabilities every segmented subject's class probabilities go along
+        // (a subject without them stops the run); [] otherwise
+        ch_segmented = params.save_probabilities
+            ? SEGMENT.out.seg.join(SEGMENT.out.uncertainty).join(SEGMENT.out.prob, failOnMismatch: true)
+            : SEGMENT.out.seg.join(SEGMENT.out.uncertainty).map { meta, seg, unc -> [meta, seg, unc, []] }
+        ch_cohort = ch_segmented
+            .map { meta, seg, unc, prob -> [meta.id, seg, unc, prob] }
             .join(ch_truth)
             .join(ch_mask)
             .toSortedList { a, b -> a.first() <=> b.first() }
             .filter { subjects -> !subjects.isEmpty() }
             .map { subjects ->
                 [
-                    [id: 'cohort', subjects: subjects.collect { subject, seg, unc, truth, mask -> subject }],
-                    subjects.collect { subject, seg, unc, truth, mask -> seg },
-                    subjects.collect { subject, seg, unc, truth, mask -> unc },
-                    subjects.collect { subject, seg, unc, truth, mask -> truth },
-                    subjects.collect { subject, seg, unc, truth, mask -> mask },
+                    [id: 'cohort', subjects: subjects.collect { subject, seg, unc, prob, truth, mask -> subject }],
+                    subjects.collect { subject, seg, unc, prob, truth, mask -> seg },
+                    subjects.collect { subject, seg, unc, prob, truth, mask -> unc },
+                    subjects.collect { subject, seg, unc, prob, truth, mask -> truth },
+                    subjects.collect { subject, seg, unc, prob, truth, mask -> mask },
+                    subjects.collect { subject, seg, unc, prob, truth, mask -> prob }.flatten(),
                 ]
             }
         UNCERTAINTY(ch_cohort)

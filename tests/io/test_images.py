@@ -153,3 +153,19 @@ def test_real_nibabel_scans_read_like_nibabel():
 def test_volume_rejects_bad_affine_shape():
     with pytest.raises(ValueError):
         Volume(np.zeros((2, 2, 2)), np.eye(3))
+
+
+def test_channel_axis_read_only_when_asked(tmp_path):
+    """A cine with a channel axis last (X, Y, Z, T, C: predict's class probabilities) is
+    read with channels=True and refused otherwise; a 6D file is refused either way."""
+    affine = np.diag([1.5, 1.5, 8.0, 1.0])
+    data = np.random.default_rng(0).random((4, 5, 3, 2, 4)).astype(np.float32)
+    path = _nifti(tmp_path / "prob.nii.gz", data, affine)
+    vol = read_image(path, channels=True)
+    np.testing.assert_array_equal(vol.data, data)
+    assert vol.shape3 == (4, 5, 3)
+    with pytest.raises(InvalidDataError, match="5D image: only 3D and 3D.time are supported"):
+        read_image(path)
+    six = _nifti(tmp_path / "six.nii.gz", data[..., None].repeat(2, -1), affine)
+    with pytest.raises(InvalidDataError, match="6D image: only 3D and 3D.time with a channel"):
+        read_image(six, channels=True)

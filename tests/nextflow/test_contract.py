@@ -108,6 +108,7 @@ def placeholder_values(tmp_path, kind, device):
         "budget": "--budget 5%",
         "views": f"--la-4ch {files['label.nii.gz']}",  # motion: the long-axis flags
         "mode": "fit",  # motion: `fit`, or `predict --model M` with --motion_model
+        "probabilities": "",  # segment: `--probabilities F` with --save_probabilities
     }
 
 
@@ -165,6 +166,9 @@ def cohort_columns(proc, args):
     spec = re.search(r"--regions[ =](\S+)", args).group(1)
     region_keys = re.search(rf"{spec}:\s*\[([^\]]*)\]", keys.group(1))
     columns = set(re.findall(r"'([^']+)'", base.group(1))) - {"subject"}
+    # columns added only with an optional input: `(probs ? ['prob'] : [])`
+    header = re.search(r"def header\s*=.*$", script, re.M).group(0)
+    columns |= set(re.findall(r"\? \['([^']+)'\] : \[\]", header))
     return columns | {f"unc_{k}" for k in re.findall(r"'([^']+)'", region_keys.group(1))}
 
 
@@ -243,3 +247,43 @@ def test_motion_module_predicts_with_a_model(tmp_path):
     cmd, rest = click_command(words)
     ctx = cmd.make_context("medflow estimate-motion-mesh predict", rest)
     assert ctx.params["model"] == tmp_path / "model"
+
+
+def test_save_probabilities_threads_through_both_runners(tmp_path):
+    """--save_probabilities: the segment module adds `--probabilities <prefix>_<role>_prob
+    .nii.gz` (Click accepts it; the name is the stage's optional output), main.nf passes the
+    parameter and the probabilities on to the uncertainty stage, and the parameter is in
+    nextflow.config and the schema with the local runner's help text's facts."""
+    import json
+
+    from medflow.pipeline.cli import pipeline
+
+    segment = next(s for s in STAGES if s.name == "segment")
+    proc, _ = module_of(segment)
+    (command,) = [c for c in proc.medflow_commands() if c.startswith("medflow ")]
+    values = placeholder_values(tmp_path, "image", "cpu")
+    values["probabilities"] = "--probabilities sub-000_sa_prob.nii.gz"
+    words = split(substitute(command, values, ext_args(segment.process)["image"]))[1:]
+    cmd, rest = click_command(words)
+    ctx = cmd.make_context("medflow segment-cascaded predict", rest)
+    name = segment.outputs["prob"].format(subject="sub-000", role="sa")
+    assert str(ctx.params["probabilities"]) == name
+    assert segment.optional["prob"] == "save_probabilities"
+    assert 'save_probabilities ? "--probabilities ${prefix}_${meta.role}_prob.nii.gz"' in \
+        proc.script_block()
+    main = (ROOT / "main.nf").read_text()
+    assert "SEGMENT(ch_to_segment, model, params.save_probabilities)" in main
+    assert "SEGMENT.out.prob" in main
+    assert re.search(r"^\s*save_probabilities\s*=\s*false$",
+                     (ROOT / "nextflow.config").read_text(), re.M)
+    schema = json.loads((ROOT / "nextflow_schema.json").read_text())
+    props = {k: v for group in schema["$defs"].values() for k, v in group["properties"].items()}
+    assert props["save_probabilities"]["type"] == "boolean"
+    assert props["save_probabilities"]["default"] is False
+    option = next(p for p in pipeline.params if p.name == "save_probabilities")
+    assert option.is_flag and "40 MB" in option.help and "40 MB" in \
+        props["save_probabilities"]["description"]
+    # the uncertainty stage reads the segment stage's probabilities per class
+    uncertainty = next(s for s in STAGES if s.name == "uncertainty")
+    assert "--prob-channels classes" in ext_args(uncertainty.process)["image"]
+    assert uncertainty.columns["prob"] == "segment:prob"

@@ -60,6 +60,11 @@ def test_end_to_end_resume_and_changed_input(runner, cohort, tiny_model, tmp_pat
     ed = int(cohort_table.loc[0, "ed_frame"])
     expected = (np.asarray(s0.data)[..., ed] == 1).sum() * np.prod(s0.spacing) / 1000
     assert cohort_table.loc[0, "lvedv_voxel_ml"] == np.round(expected, 3)
+    # without --save-probabilities: no probability files, no calibration columns or diagram
+    assert not list(out.glob("segment/*/*_prob.nii.gz"))
+    assert not [c for c in cohort_table.columns if c.endswith(("_ece", "_brier"))]
+    assert "prob" not in pd.read_csv(out / "uncertainty" / "samplesheet.csv")
+    assert not (out / "uncertainty" / "curves_reliability.png").exists()
     info = out / "pipeline_info"
     assert json.loads((info / "versions.json").read_text())["medflow"]
     assert json.loads((info / "params.json").read_text())["jobs"] == 2

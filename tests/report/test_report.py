@@ -104,3 +104,38 @@ def test_report_shows_measured_against_truth(runner, results, tmp_path):
     # a: 50 vs 55, b: 0 vs 10 -> mean error -7.5 points, mean absolute 7.5
     assert "-7.5" in page
     assert (results / "report" / "truth.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_shows_calibration_when_probabilities_were_scored(runner, results):
+    """With ECE/Brier columns in the score-uncertainty table (--save-probabilities): the
+    per-region means, the reliability diagram and whether the segment sidecars say the
+    probabilities were calibrated; without them, no calibration part."""
+    from medflow.report.render import render_report
+
+    folder = results / "uncertainty"
+    folder.mkdir()
+    table = pd.DataFrame({"subject": ["a", "b"], "score": [0.8, 0.7], "lv_ece": [0.02, 0.04],
+                          "lv_brier": [0.01, 0.03], "rv_ece": [0.1, 0.2],
+                          "rv_brier": [0.05, 0.07]})
+    table.to_parquet(folder / "score-uncertainty.parquet")
+    page = render_report(results).read_text()
+    assert "<h2>uncertainty</h2>" in page and "<h3>calibration</h3>" in page
+    assert "The probabilities were unknown." in page  # no sidecar says how they were made
+    part = page.split("<h3>calibration</h3>")[1].split("</table>")[0]
+    assert re.findall(r"<th>([^<]*)</th>", part) == [
+        "region", "subjects", "ECE mean", "ECE max", "Brier mean"]
+    # region, subjects, ECE mean and max, Brier mean
+    assert re.findall(r"<td>([^<]*)</td>", part) == [
+        "lv", "2", "0.03", "0.04", "0.02", "rv", "2", "0.15", "0.2", "0.06"]
+    assert "curves_reliability.png" not in page  # no diagram written: none shown
+    for subject, method in (("a", "temperature"), ("b", "none")):
+        (results / "segment" / subject / f"{subject}_sa_seg.json").write_text(json.dumps(
+            {"parameters": {"calibration": method}, "labels": LABELS}))
+    (folder / "curves_reliability.png").write_bytes(b"\x89PNG\r\n")
+    page = render_report(results).read_text()
+    assert "were calibrated (temperature) for 1, not calibrated for 1." in page
+    assert '<img src="../uncertainty/curves_reliability.png"' in page
+    table.drop(columns=["lv_ece", "lv_brier", "rv_ece", "rv_brier"]).to_parquet(
+        folder / "score-uncertainty.parquet")
+    page = render_report(results).read_text()
+    assert "<h2>uncertainty</h2>" in page and "calibration" not in page

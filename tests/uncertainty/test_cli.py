@@ -227,7 +227,7 @@ def test_cine_frames_are_pooled_and_cine_misuse_is_refused(runner, cohort, tmp_p
                      ["unc4.nii.gz", "one uncertainty map per region"]),
         "probabilities": (case_args(sub, **cine) + ["--probabilities",
                                                     str(sub / "prob.nii.gz")],
-                          ["prob.nii.gz", "cine"]),
+                          ["prob.nii.gz", "shape [48, 48, 32, 2, 3]"]),
     }
     for name, (args, words) in bad.items():
         out = tmp_path / f"{name}.parquet"
@@ -257,3 +257,41 @@ def test_outputs_never_overwrite_inputs(runner, cohort, tmp_path):
     sheet.write_text(sheet.read_text().replace("sub-000/seg.nii.gz", "score-uncertainty.parquet"))
     result = run(runner, ["--samplesheet", str(sheet), "--outdir", str(folder)])
     assert result.exit_code == 2 and "would overwrite the input" in result.output
+
+
+def test_cine_probabilities_per_region_or_per_class(runner, cohort, tmp_path):
+    """A cine's probabilities, (X, Y, Z, T, C) as segment-cascaded predict writes them,
+    are scored: two identical frames give the 3D case's calibration columns, whether the
+    channels are regions or classes (WT/TC/ET <- the sums of classes 1+2+4, 1+4, 4)."""
+    sub = cohort / "sub-000"
+    cine = {}
+    for role, kind in (("seg", "label"), ("pred", "label"), ("unc_wt", "image"),
+                       ("unc_tc", "image"), ("unc_et", "image")):
+        data = read_image(sub / f"{role}.nii.gz", kind).data
+        cine[role] = write_like(sub / f"{role}.nii.gz", tmp_path / f"{role}.nii.gz",
+                                np.stack([data, data], -1), kind=kind)
+    wt, tc, et = np.moveaxis(np.asarray(read_image(sub / "prob.nii.gz").data, np.float64), -1, 0)
+    classes = np.stack([1 - wt, tc - et, wt - tc, et], -1).clip(0, 1)  # labels 0, 1, 2, 4
+    by_class = write_like(sub / "prob.nii.gz", tmp_path / "classes.nii.gz",
+                          np.stack([classes, classes], 3).astype(np.float32))
+    by_region = write_like(sub / "prob.nii.gz", tmp_path / "regions.nii.gz", np.stack(
+        [read_image(sub / "prob.nii.gz").data] * 2, 3))
+    out3d = tmp_path / "3d.parquet"
+    assert run(runner, case_args(sub) + ["--probabilities", str(sub / "prob.nii.gz"),
+                                         "--out", str(out3d)]).exit_code == 0
+    expected = pd.read_parquet(out3d)
+    for name, prob, channels in (("regions", by_region, "regions"),
+                                 ("classes", by_class, "classes")):
+        out = tmp_path / f"{name}.parquet"
+        result = run(runner, case_args(sub, **cine) + ["--probabilities", str(prob),
+                                                       "--prob-channels", channels,
+                                                       "--out", str(out)])
+        assert result.exit_code == 0, (name, result.output)
+        got = pd.read_parquet(out)
+        for col in ("wt_ece", "tc_ece", "et_ece", "wt_brier", "et_nll"):
+            assert got[col].iloc[0] == pytest.approx(expected[col].iloc[0], abs=1e-4), (name, col)
+    # the class layout read as regions is refused: 4 channels where 3 regions are scored
+    result = run(runner, case_args(sub, **cine) + ["--probabilities", str(by_class),
+                                                   "--out", str(tmp_path / "x.parquet")])
+    assert result.exit_code == 65 and "classes.nii.gz" in result.output
+    assert "a channel per region: WT, TC, ET" in result.output

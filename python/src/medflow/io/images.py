@@ -67,7 +67,7 @@ def image_format(path: str | os.PathLike) -> str:
 
 
 def read_image(path: str | os.PathLike, kind: Kind = "image", *, mmap: bool = False,
-               series: str | None = None, min_dims: int = 3) -> Volume:
+               series: str | None = None, min_dims: int = 3, channels: bool = False) -> Volume:
     """Read an image file, folder or zip as a validated Volume.
 
     Args:
@@ -79,6 +79,8 @@ def read_image(path: str | os.PathLike, kind: Kind = "image", *, mmap: bool = Fa
         series: for folders/zips holding several DICOM series, which one (its description,
             UID or 0-based index).
         min_dims: 3 rejects 2D images.
+        channels: the last axis holds a vector per voxel (class probabilities,
+            ``(X, Y, Z[, T], C)``): up to 5D is accepted instead of 4D.
 
     Returns:
         The Volume; ``meta`` records the source path and format (and DICOM series).
@@ -107,7 +109,7 @@ def read_image(path: str | os.PathLike, kind: Kind = "image", *, mmap: bool = Fa
     vol.kind = kind
     vol.meta.setdefault("source", str(p))
     vol.meta.setdefault("format", fmt)
-    vol = validate_volume(vol, p, min_dims=min_dims)
+    vol = validate_volume(vol, p, min_dims=min_dims, max_dims=5 if channels else 4)
     if kind == "label" and vol.data.dtype.kind not in "iu":
         # Whole-valued float (or bool) labels become integers at the door, so no later step
         # (resampling, writing) can round a large label ID through float32.
@@ -181,14 +183,16 @@ def _read_sitk(p: Path) -> Volume:
 
 
 def validate_volume(vol: Volume, path: str | os.PathLike | None = None,
-                    min_dims: int = 3) -> Volume:
-    """Check dimensionality, finite voxels, geometry and label values; return the volume."""
+                    min_dims: int = 3, max_dims: int = 4) -> Volume:
+    """Check dimensionality (``min_dims`` to ``max_dims``: 5 for a cine with a trailing
+    channel axis), finite voxels, geometry and label values; return the volume."""
     data = vol.data
     if data.ndim < min_dims or (data.ndim == 3 and min_dims > 3):
         raise InvalidDataError(f"{data.ndim}D image where {min_dims}D is needed "
                                f"(shape {list(data.shape)})", path)
-    if data.ndim > 4:
-        raise InvalidDataError(f"{data.ndim}D image: only 3D and 3D+time are supported "
+    if data.ndim > max_dims:
+        what = "3D and 3D+time" + (" with a channel axis" if max_dims > 4 else "")
+        raise InvalidDataError(f"{data.ndim}D image: only {what} are supported "
                                f"(shape {list(data.shape)})", path)
     if data.size == 0:
         raise InvalidDataError("the image has no voxels", path)

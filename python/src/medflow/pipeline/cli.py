@@ -48,6 +48,12 @@ def _stages(ctx, param, value: str | None) -> tuple[str, ...]:
               help="Model folder written by 'estimate-motion-mesh train': the motion stage "
                    "predicts each subject's motion in one network pass instead of fitting "
                    "it (~2.5 s CPU a subject); turns the motion stage on.")
+@click.option("--save-probabilities", is_flag=True,
+              help="The segment stage also writes each subject's class probabilities "
+                   "(<subject>_<role>_prob.nii.gz, X,Y,Z,T,C float32: about 40 MB for a "
+                   "10-frame demo cine, ten times its image) and the uncertainty stage scores their "
+                   "calibration: ECE, Brier per region and a reliability diagram in the "
+                   "report.")
 @click.option("--stages", callback=_stages, metavar="NAME[,NAME...]",
               help="Run only these stages: preprocess, train, segment, uncertainty, "
                    "train_prior, superres, annotate, cluster, motion.")
@@ -63,7 +69,8 @@ def _stages(ctx, param, value: str | None) -> tuple[str, ...]:
 @seed_option
 @verbosity_options
 def pipeline(input_, outdir, model, train, superres_model, train_prior, motion, stages,
-             cluster_model, motion_model, resume, annotate_budget, jobs, device, seed) -> None:
+             cluster_model, motion_model, save_probabilities, resume, annotate_budget, jobs,
+             device, seed) -> None:
     """Run the pipeline (preprocess, segment, score uncertainty, cluster) over a samplesheet.
 
     The samplesheet and the model are checked before any work. Per-subject stages run
@@ -81,6 +88,8 @@ def pipeline(input_, outdir, model, train, superres_model, train_prior, motion, 
       medflow demo-cohort --kind cardiac --subjects 8 --out demo/cohort
       medflow pipeline --input demo/cohort/samplesheet.csv --outdir demo/results --train --jobs 2
       medflow pipeline --input samplesheet.csv --outdir results --model model --resume
+      medflow pipeline --input samplesheet.csv --outdir results --model model \
+          --save-probabilities
       medflow pipeline --input demo/cohort/samplesheet.csv --outdir demo/results --train \
           --train-prior --jobs 2
       medflow pipeline --input demo/cohort/samplesheet.csv --outdir demo/results --train \
@@ -99,7 +108,8 @@ def pipeline(input_, outdir, model, train, superres_model, train_prior, motion, 
     opts = Options(input_, outdir, model, train, stages, jobs, resume, device, seed,
                    superres_model=superres_model, train_prior=train_prior,
                    annotate_budget=annotate_budget, cluster_model=cluster_model,
-                   motion=motion, motion_model=motion_model)
+                   motion=motion, motion_model=motion_model,
+                   save_probabilities=save_probabilities)
     if model is None and not train and "segment" in [s.name for s in selected_stages(opts)]:
         raise click.UsageError("the segment stage needs --model DIR or --train")
     with tqdm(total=0, desc="pipeline", unit="task", file=sys.stderr,

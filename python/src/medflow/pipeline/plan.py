@@ -37,6 +37,7 @@ class Context:
     annotate_budget: str = "10%"  # suggest-annotation --budget
     cluster_model: Path | None = None  # the cluster stage's model; None: trained in the stage
     motion_model: Path | None = None  # the motion stage's network; None: fit per subject
+    save_probabilities: bool = False  # segment writes class probabilities, uncertainty reads them
 
 
 @dataclass
@@ -66,6 +67,12 @@ def _file(ctx: Context, stage: Stage, output: str, subject: str | None, role: st
     name = stage.outputs[output].format(subject=subject, role=role)
     folder = stage_dir(ctx, stage.name)
     return inside(folder, subject, name) if subject else folder / name
+
+
+def wanted(ctx: Context, stage: Stage, name: str) -> bool:
+    """Whether this run has the stage's output or column ``name`` (``Stage.optional``)."""
+    option = stage.optional.get(name)
+    return option is None or bool(getattr(ctx, option))
 
 
 def has(row: dict, role: str) -> bool:
@@ -118,21 +125,25 @@ def segment_task(ctx: Context, row: dict) -> Task:
     command = [*stage.command, "--model", str(ctx.model)]
     for image in images:
         command += ["--input", str(image)]
-    command += ["--output", str(seg), "--uncertainty", str(unc),
-                *shlex.split(stage.args["image"]), *_model_options(ctx)]
+    command += ["--output", str(seg), "--uncertainty", str(unc)]
+    outputs = [seg, unc, _file(ctx, stage, "sidecar", subject, role)]
+    if wanted(ctx, stage, "prob"):
+        outputs.append(_file(ctx, stage, "prob", subject, role))
+        command += ["--probabilities", str(outputs[-1])]
+    command += [*shlex.split(stage.args["image"]), *_model_options(ctx)]
     return Task(stage.name, subject, [command], [source_file(i) for i in images] +
-                _model_files(ctx),
-                [seg, unc, _file(ctx, stage, "sidecar", subject, role)])
+                _model_files(ctx), outputs)
 
 
 def cohort_sheet(ctx: Context, stage: Stage, subjects: list[str]) -> pd.DataFrame:
     """The samplesheet of a cohort stage: one row per subject, columns from ``stage.columns``."""
     roles = {"image": ctx.image_roles[0], "label": ctx.label_role}
     sheet = {r["subject"]: r for r in ctx.sheet.to_dict("records")}
+    columns = {c: s for c, s in stage.columns.items() if wanted(ctx, stage, c)}
     rows = []
     for subject in subjects:
         row = {"subject": subject}
-        for column, source in stage.columns.items():
+        for column, source in columns.items():
             src_stage, output = source.split(":")
             if src_stage == "samplesheet":  # output is "image" or "label": the model's role
                 path = sheet[subject][roles[output]]
@@ -140,7 +151,7 @@ def cohort_sheet(ctx: Context, stage: Stage, subjects: list[str]) -> pd.DataFram
                 path = _file(ctx, get_stage(src_stage), output, subject, ctx.image_roles[0])
             row[column.format(**roles)] = str(path)
         rows.append(row)
-    return pd.DataFrame(rows, columns=["subject", *(c.format(**roles) for c in stage.columns)])
+    return pd.DataFrame(rows, columns=["subject", *(c.format(**roles) for c in columns)])
 
 
 def train_task(ctx: Context, subjects: list[str]) -> Task:
@@ -160,7 +171,7 @@ def uncertainty_task(ctx: Context, subjects: list[str]) -> Task:
     folder = stage_dir(ctx, stage.name)
     command = [*stage.command, "--samplesheet", str(folder / "samplesheet.csv"),
                "--outdir", str(folder), *shlex.split(stage.args["image"])]
-    outputs = [folder / f for f in stage.outputs.values()]
+    outputs = [folder / f for k, f in stage.outputs.items() if wanted(ctx, stage, k)]
     return Task(stage.name, None, [command], _sheet_files(sheet), outputs, sheet,
                 folder / "samplesheet.csv")
 

@@ -50,6 +50,7 @@ class Options:
     cluster_model: Path | None = None  # the cluster stage's model (None: trained in the stage)
     motion: bool = False  # run the motion stage (estimate-motion-mesh fit)
     motion_model: Path | None = None  # the motion stage predicts with it (implies motion)
+    save_probabilities: bool = False  # segment writes probabilities; uncertainty scores them
 
 
 @dataclass
@@ -167,7 +168,8 @@ def prepare(opts: Options) -> plan.Context:
                         superres_model=prior and absolute(prior), prior_in_run=in_run,
                         annotate_budget=opts.annotate_budget,
                         cluster_model=opts.cluster_model and absolute(opts.cluster_model),
-                        motion_model=opts.motion_model and absolute(opts.motion_model))
+                        motion_model=opts.motion_model and absolute(opts.motion_model),
+                        save_probabilities=opts.save_probabilities)
 
 
 def run(opts: Options, progress: Callable[[int], None] | None = None,

@@ -63,6 +63,8 @@ class Stage:
             ``--train``; ``"train_prior"``: only with ``--train-prior``; ``"prior"``: only
             with a shape prior, ``--superres-model`` or ``--train-prior``; ``"motion"``:
             only with ``--motion``); None: the stage always runs.
+        optional: outputs and ``columns`` that only exist with a runner option, name ->
+            the option (``"save_probabilities"``: only with ``--save-probabilities``).
     """
 
     name: str
@@ -77,6 +79,7 @@ class Stage:
     needs: tuple[str, ...] = ()
     columns: dict[str, str] = field(default_factory=dict)
     only_with: str | None = None
+    optional: dict[str, str] = field(default_factory=dict)
 
     @property
     def process(self) -> str:
@@ -125,30 +128,42 @@ STAGES: tuple[Stage, ...] = (
         inputs=("samplesheet:image", "model"),
         outputs={"seg": "{subject}_{role}_seg.nii.gz",
                  "uncertainty": "{subject}_{role}_unc.nii.gz",
-                 "sidecar": "{subject}_{role}_seg.json"},
+                 "sidecar": "{subject}_{role}_seg.json",
+                 "prob": "{subject}_{role}_prob.nii.gz"},
         args={"image": "--uncertainty-kind entropy --tta 2"},
         device="gpu",
         resource_label="process_medium",
         table="segment.parquet",
+        # The class probabilities (X, Y, Z, T, C float32: predict --probabilities) for the
+        # uncertainty stage's calibration; only with --save-probabilities: about ten
+        # times the image's size (about 40 MB for a 10-frame demo cine, README).
+        optional={"prob": "save_probabilities"},
     ),
     Stage(
         name="uncertainty",
         command=("score-uncertainty",),
         scope=COHORT,
-        inputs=("segment:seg", "segment:uncertainty", "samplesheet:label", "samplesheet:image"),
+        inputs=("segment:seg", "segment:uncertainty", "samplesheet:label", "samplesheet:image",
+                "segment:prob"),
         outputs={"table": "score-uncertainty.parquet",
                  "summary": "summary.parquet",
                  "curves": "curves.parquet",
-                 "plot": "curves.png"},
-        args={"image": "--regions cardiac"},
+                 "plot": "curves.png",
+                 "reliability": "curves_reliability.png"},
+        # The segment stage's probabilities (with --save-probabilities) are per class:
+        # LV/Myo/RV <- classes 1/2/3 (uncertainty.regions.region_probabilities).
+        args={"image": "--regions cardiac --prob-channels classes"},
         resource_label="process_low",
         table="score-uncertainty.parquet",
         needs=("label",),
         # The entropy map is one map for all classes: it stands for every region. The
         # mask (voxels > 0 of the image) is the field of view.
+        # With --save-probabilities the prob column adds ECE, MCE, Brier and NLL per region
+        # to the table and the pooled reliability diagram.
         columns={"seg": "samplesheet:label", "pred": "segment:seg", "mask": "samplesheet:image",
                  "unc_lv": "segment:uncertainty", "unc_myo": "segment:uncertainty",
-                 "unc_rv": "segment:uncertainty"},
+                 "unc_rv": "segment:uncertainty", "prob": "segment:prob"},
+        optional={"prob": "save_probabilities", "reliability": "save_probabilities"},
     ),
     # super-resolve: a shape prior trained on the cohort's high-resolution ground truth
     # (only with --train-prior, and only over subjects that have gt_ed and gt_es) ...

@@ -16,6 +16,7 @@ from medflow.io.paths import source_file
 from medflow.io.tables import read_table
 from medflow.pipeline.stages import get_stage
 from medflow.report.motion import motion_section
+from medflow.report.reliability import reliability_section
 from medflow.report.superres import superres_section
 
 MAX_ROWS = 200      # a 100,000-subject cohort is read in Parquet, not in a web page
@@ -154,7 +155,7 @@ def _uncertainty_section(results: Path, report: Path) -> list[str]:
             out.append(_img(report, png, title))
     if (folder / "curves.png").exists():
         out.append(_img(report, folder / "curves.png", "cohort QU-BraTS curves"))
-    return out
+    return out + reliability_section(results, report, table, _table, _img)
 
 
 def _annotate_section(results: Path, report: Path) -> list[str]:

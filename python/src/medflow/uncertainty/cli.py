@@ -113,8 +113,14 @@ def _write(results, table: Path, sidecar: dict, plot: Path | None, summary_dir: 
 @click.option("--uncertainty-wt", type=_path, help="BraTS whole-tumour uncertainty map.")
 @click.option("--uncertainty-tc", type=_path, help="BraTS tumour-core uncertainty map.")
 @click.option("--uncertainty-et", type=_path, help="BraTS enhancing-tumour uncertainty map.")
-@click.option("--probabilities", type=_path, help="4D region probabilities (a channel per "
-              "region) for calibration: ECE, MCE, Brier, NLL.")
+@click.option("--probabilities", type=_path, help="Probabilities for calibration (ECE, MCE, "
+              "Brier, NLL): the truth's grid (3D, or a 4D cine) plus a channel axis last, "
+              "as --prob-channels says.")
+@click.option("--prob-channels", type=click.Choice(["regions", "classes"]), default="regions",
+              show_default=True, help="The probabilities' channels: one per region in "
+              "--regions order, or one per class (background, then the regions' labels "
+              "ascending), as 'segment-cascaded predict --probabilities' writes them; a "
+              "region's probability is then the sum of its labels' channels.")
 @click.option("--out", type=_path, help="Parquet table to write (single case).")
 @click.option("--plot", type=_path, help="PNG of the curves (single case); with "
               "--probabilities a reliability diagram <name>_reliability.png goes beside it.")
@@ -143,7 +149,8 @@ def _write(results, table: Path, sidecar: dict, plot: Path | None, summary_dir: 
 @jobs_option
 @verbosity_options
 def score_uncertainty(truth, prediction, mask, uncertainty, uncertainty_wt, uncertainty_tc,
-                      uncertainty_et, probabilities, out, plot, subject, samplesheet, outdir,
+                      uncertainty_et, probabilities, prob_channels, out, plot, subject,
+                      samplesheet, outdir,
                       regions, et_label, num_points, bins, rescale, fit_temperature,
                       validation, jobs) -> None:
     """Score uncertainty maps with the QU-BraTS metric; calibration of probability maps.
@@ -182,7 +189,7 @@ def score_uncertainty(truth, prediction, mask, uncertainty, uncertainty_wt, unce
         cases = [_case(truth, prediction, mask, uncertainty, per_region, probabilities,
                        subject, regs)]
         table, where = out, cases[0].inputs()
-    opts = cohort.ScoreOptions(regs, num_points, bins, rescale)
+    opts = cohort.ScoreOptions(regs, num_points, bins, rescale, prob_channels=prob_channels)
     val = cases
     if fit_temperature and validation:
         val = _sheet_cases(validation, regs, calibration_only=True)
@@ -193,7 +200,7 @@ def score_uncertainty(truth, prediction, mask, uncertainty, uncertainty_wt, unce
         if any(c.probabilities is None for c in val):
             raise click.UsageError("--fit-temperature needs probabilities "
                                    "(--probabilities or a prob column)")
-        opts.temperatures = cohort.fit_temperatures(val, regs)
+        opts.temperatures = cohort.fit_temperatures(val, regs, prob_channels)
         timer.mark("fit_temperature_s")
     results = cohort.score_cohort(cases, opts, jobs)
     timer.mark("score_s")

@@ -30,11 +30,13 @@ class ScoreOptions:
     n_bins: int = 15
     rescale: Rescale = None
     temperatures: dict[str, float] = field(default_factory=dict)
+    prob_channels: str = "regions"  # probability maps: a channel per region or per class
 
     def parameters(self) -> dict:
         return {"regions": {r.name: list(r.labels) for r in self.regions},
                 "num_points": self.num_points, "calibration_bins": self.n_bins,
-                "rescale": self.rescale, "temperatures": self.temperatures}
+                "rescale": self.rescale, "temperatures": self.temperatures,
+                "probability_channels": self.prob_channels}
 
 
 @dataclass
@@ -55,7 +57,7 @@ def score_subject(files: CaseFiles, opts: ScoreOptions) -> SubjectResult:
         probabilities ``<region>_ece``, ``_mce``, ``_brier``, ``_nll`` (plus ``_temperature``
         and the same four with ``_ts`` when temperatures are given).
     """
-    case = load_case(files, opts.regions, opts.rescale)
+    case = load_case(files, opts.regions, opts.rescale, opts.prob_channels)
     row, curves = score_case(case.truth, case.pred, case.uncertainty, case.mask, opts.regions,
                              opts.num_points)
     row = {"subject": files.subject, **row}
@@ -75,12 +77,14 @@ def score_subject(files: CaseFiles, opts: ScoreOptions) -> SubjectResult:
     return SubjectResult(row, curves, bins)
 
 
-def fit_temperatures(cases: list[CaseFiles], regions: tuple[Region, ...]) -> dict[str, float]:
+def fit_temperatures(cases: list[CaseFiles], regions: tuple[Region, ...],
+                     prob_channels: str = "regions") -> dict[str, float]:
     """One temperature per region, fitted on the pooled voxels (inside masks) of ``cases``.
 
     Args:
         cases: validation cases with ``probabilities`` set.
-        regions: the regions (probability channels in this order).
+        regions: the regions.
+        prob_channels: the maps' channels, per region or per class (:func:`load_probabilities`).
 
     Returns:
         Region name -> T minimising the validation NLL.
@@ -88,7 +92,8 @@ def fit_temperatures(cases: list[CaseFiles], regions: tuple[Region, ...]) -> dic
     hists = {r.name: LogitHistogram() for r in regions}
     for files in cases:
         ref, truth, mask = read_truth_and_mask(files, regions)
-        prob = load_probabilities(files.probabilities, regions, ref, files.truth)
+        prob = load_probabilities(files.probabilities, regions, ref, files.truth,
+                                  truth.shape, prob_channels)
         for i, r in enumerate(regions):
             hists[r.name].add(prob[..., i][mask], r.mask(truth[mask]))
     return {name: round(fit_temperature(h), 6) for name, h in hists.items()}

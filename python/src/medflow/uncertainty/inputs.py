@@ -16,7 +16,8 @@ import pandas as pd
 from medflow.errors import InvalidDataError
 from medflow.io.images import read_image
 from medflow.io.volume import Volume, same_space
-from medflow.uncertainty.regions import Region, unknown_labels
+from medflow.uncertainty.regions import (Region, channel_names, region_probabilities,
+                                         unknown_labels)
 
 Rescale = None | str | tuple[float, float]
 
@@ -92,8 +93,9 @@ def check_uncertainty(u: np.ndarray, rescale: Rescale, path: Path) -> np.ndarray
     return np.clip((u.astype(np.float64) - src[0]) * (100.0 / (src[1] - src[0])), 0, 100)
 
 
-def _read_same_grid(path: Path, kind: str, ref: Volume | None, ref_path: Path | None) -> Volume:
-    vol = read_image(path, kind)
+def _read_same_grid(path: Path, kind: str, ref: Volume | None, ref_path: Path | None,
+                    channels: bool = False) -> Volume:
+    vol = read_image(path, kind, channels=channels)
     if ref is not None and not same_space(ref, vol):
         raise InvalidDataError(
             f"grid differs from {ref_path} (shape {list(vol.shape3)} vs {list(ref.shape3)}, "
@@ -136,17 +138,19 @@ def read_truth_and_mask(files: CaseFiles, regions: tuple[Region, ...]
     return ref, truth, mask
 
 
-def load_case(files: CaseFiles, regions: tuple[Region, ...], rescale: Rescale = None
-              ) -> CaseArrays:
+def load_case(files: CaseFiles, regions: tuple[Region, ...], rescale: Rescale = None,
+              prob_channels: str = "regions") -> CaseArrays:
     """Read one case and check everything before any scoring.
 
     Args:
         files: the case's paths.
         regions: the regions to score (their names key ``files.uncertainty``).
         rescale: see :func:`check_uncertainty`.
+        prob_channels: what the probability map's channels are (:func:`load_probabilities`).
 
     Returns:
-        :class:`CaseArrays` with the brain mask as ``mask_file > 0``.
+        :class:`CaseArrays` with the brain mask as ``mask_file > 0`` and the probabilities
+        per region (``(*truth.shape, R)``), also for a cine.
     """
     ref, truth, mask = read_truth_and_mask(files, regions)
     pred = _labels(_read_same_grid(files.prediction, "label", ref, files.truth),
@@ -174,25 +178,43 @@ def load_case(files: CaseFiles, regions: tuple[Region, ...], rescale: Rescale = 
             unc[r.name] = check_uncertainty(data, rescale, path)
     prob = None
     if files.probabilities is not None:
-        if truth.ndim != 3:
-            raise InvalidDataError("calibration of a cine's probabilities is not supported",
-                                   files.probabilities)
-        prob = load_probabilities(files.probabilities, regions, ref, files.truth)
+        prob = load_probabilities(files.probabilities, regions, ref, files.truth,
+                                  truth.shape, prob_channels)
     return CaseArrays(truth, pred, mask, unc, prob)
 
 
 def load_probabilities(path: Path, regions: tuple[Region, ...], ref: Volume | None = None,
-                       ref_path: Path | None = None) -> np.ndarray:
-    """A 4D probability map with one channel per region, values in [0, 1]."""
-    data = np.asarray(_read_same_grid(path, "image", ref, ref_path).data)
-    if data.ndim != 4 or data.shape[3] != len(regions):
-        raise InvalidDataError(f"expected 4D probabilities with {len(regions)} channels "
-                               f"({', '.join(r.name for r in regions)}), got shape "
-                               f"{list(data.shape)}", path)
+                       ref_path: Path | None = None, shape: tuple[int, ...] | None = None,
+                       channels: str = "regions") -> np.ndarray:
+    """Per-region probabilities ``(*shape, R)`` in [0, 1] from a probability map.
+
+    Args:
+        path: the map: the truth's shape (``(X, Y, Z)``, or ``(X, Y, Z, T)`` for a cine)
+            plus a last axis of ``channels`` (:data:`regions.PROB_CHANNELS`): one channel
+            per region, or one per class as ``segment-cascaded predict --probabilities``
+            writes (:func:`regions.region_probabilities` sums a region's classes).
+        regions: the regions (output channel order).
+        ref, ref_path: the truth volume and file: the map must share its grid.
+        shape: the truth's shape [default: any 3D grid].
+        channels: ``"regions"`` or ``"classes"``.
+
+    Raises:
+        InvalidDataError (65) naming the file: another shape or channel count, or values
+        outside [0, 1]; MissingInputError (66) when it does not exist.
+    """
+    vol = _read_same_grid(path, "image", ref, ref_path, channels=True)
+    names = channel_names(regions, channels)
+    want = [*(shape or vol.shape3), len(names)]
+    data = np.asarray(vol.data)
+    if list(data.shape) != want:
+        raise InvalidDataError(f"expected {len(want)}D probabilities of shape {want} (a "
+                               f"channel per {channels.removesuffix('es').removesuffix('s')}: "
+                               f"{', '.join(names)}), got "
+                               f"shape {list(data.shape)}", path)
     lo, hi = float(data.min()), float(data.max())
     if lo < 0 or hi > 1:
         raise InvalidDataError(f"probabilities span [{lo:g}, {hi:g}], outside [0, 1]", path)
-    return data
+    return region_probabilities(data, regions, channels)
 
 
 def cases_from_samplesheet(sheet: pd.DataFrame, regions: tuple[Region, ...],

@@ -99,3 +99,53 @@ def unknown_labels(labels: np.ndarray, regions: tuple[Region, ...]) -> list[int]
     known = np.array(sorted(known_labels(regions)))
     return [int(v) if float(v).is_integer() else float(v)
             for v in present[~np.isin(present, known)]]
+
+
+#: What the last axis of a probability map holds: one channel per region (in region
+#: order), or one per class: background, then every label a region uses, ascending (the
+#: layout ``segment-cascaded predict --probabilities`` writes: ``(X, Y, Z[, T], C)`` with
+#: channel i the class of the i-th smallest label, so cardiac 0/1/2/3 and BraTS 0/1/2/4).
+PROB_CHANNELS = ("regions", "classes")
+
+
+def channel_names(regions: tuple[Region, ...], channels: str = "regions") -> list[str]:
+    """What each channel of a ``channels`` probability map is, in order (for messages)."""
+    if channels == "classes":
+        return [f"label {v}" for v in sorted(known_labels(regions))]
+    return [r.name for r in regions]
+
+
+def region_probabilities(prob: np.ndarray, regions: tuple[Region, ...],
+                         channels: str = "regions") -> np.ndarray:
+    """Per-region probabilities ``(..., R)`` from a probability map ``(..., channels)``.
+
+    Args:
+        prob: probabilities with the channel axis last (see :data:`PROB_CHANNELS`).
+        regions: the regions, in output order.
+        channels: ``"regions"`` (returned as they are) or ``"classes"``: a region's
+            probability is the sum of the channels of its labels, clipped to [0, 1]
+            (float32 rounding), e.g. cardiac LV/Myo/RV <- classes 1/2/3, BraTS WT <- 1+2+4.
+
+    Returns:
+        float32 array ``(..., R)``.
+
+    Raises:
+        ValueError: the channel count is not :func:`channel_names`'s.
+
+    Example:
+        >>> p = np.array([[0.1, 0.2, 0.3, 0.4]])          # one voxel, classes 0/1/2/4
+        >>> print(region_probabilities(p, brats_regions(), "classes"))  # WT, TC, ET
+        [[0.9 0.6 0.4]]
+    """
+    if channels not in PROB_CHANNELS:
+        raise ValueError(f"channels must be one of {PROB_CHANNELS}, got {channels!r}")
+    want = len(channel_names(regions, channels))
+    if prob.shape[-1] != want:
+        raise ValueError(f"expected {want} channels, got {prob.shape[-1]}")
+    if channels == "regions":
+        return np.asarray(prob, dtype=np.float32)
+    index = {v: i for i, v in enumerate(sorted(known_labels(regions)))}
+    out = np.empty((*prob.shape[:-1], len(regions)), np.float32)
+    for k, region in enumerate(regions):
+        out[..., k] = np.asarray(prob[..., [index[v] for v in region.labels]]).sum(-1)
+    return np.clip(out, 0.0, 1.0, out=out)
