@@ -44,8 +44,8 @@ BIAS_GRID, DEFORM_GRID = (4, 4, 2), (5, 5, 3)
 
 def copies(augment: str) -> int:
     """Appearance copies per training step for an ``--augment`` mode (memory planning): 2
-    for gin-ipa and the adv-chain modes (clean + chained copy), else 1."""
-    return 2 if augment == "gin-ipa" or augment in BASE_MODE else 1
+    for gin-ipa, remap and the adv-chain modes (clean + chained copy), else 1."""
+    return 2 if augment in ("gin-ipa", "remap") or augment in BASE_MODE else 1
 
 
 def card(augment: str) -> dict:

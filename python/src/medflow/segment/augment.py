@@ -9,13 +9,14 @@ RandomGamma / Gamma split).
   shallow convolutional network (GIN); copy B the blend ``m * GIN_b(x) + (1 - m) * GIN_c(x)``
   of two independent re-texturings through a random smooth mask ``m`` (interventional
   pseudo-correlation augmentation). Training adds a consistency loss between the copies.
-- ``remap`` (random tissue contrast): the spatial part of ``standard``, then, most of the
-  time, a random piecewise-linear intensity curve (its knot values drawn uniformly, so
-  often non-monotone: blood may end up darker than myocardium or fat, and two tissues
-  nearly equal), then ``standard``'s gamma, bias field and noise with a wider noise range.
-  One copy per step, no extra loss: the network must find the heart by shape and edges
-  whatever the tissues' order of brightness (the contrast-agnostic aim of SynthSeg, Billot
-  et al. 2023, done with a curve on the image since the phantom labels only the heart).
+- ``remap`` (random tissue contrast): the spatial part of ``standard``, then two copies:
+  copy A with ``standard``'s intensity transform; copy B through a random piecewise-linear
+  intensity curve (knot values drawn uniformly, so often non-monotone: blood may come out
+  darker than myocardium or fat, or two tissues nearly equal), then gamma, bias field and a
+  wider noise range. Training adds the consistency loss between the copies, as for
+  gin-ipa: the network must find the heart by shape and edges whatever the tissues' order
+  of brightness (the contrast-agnostic aim of SynthSeg, Billot et al. 2023, done with a
+  curve on the image since the phantom labels only the heart).
 """
 
 from __future__ import annotations
@@ -97,20 +98,17 @@ def apply_intensity(image: torch.Tensor, p: dict) -> torch.Tensor:
     return out + p["noise"] * torch.randn(out.shape, generator=g)
 
 
-#: ``remap``: knots of the intensity curve, the chance a draw is remapped at all (the rest
-#: keep the acquired contrast, so in-domain accuracy is kept), and the noise range (z units;
-#: ``standard`` draws 0-0.1, the GRE phantom's noise is ~0.2 of its z-scored image).
-REMAP_KNOTS, REMAP_P, REMAP_NOISE = 8, 0.5, 0.3
+#: ``remap``: knots of the intensity curve (evenly spaced on the image's range), and copy
+#: B's noise range (z units; ``standard`` draws 0-0.1, the GRE phantom's noise is ~0.2 of
+#: its z-scored image). Six knots: a knot every fifth of the range, enough to move a tissue
+#: class past its neighbours; random knot positions (steeper steps) scored lower on GRE.
+REMAP_KNOTS, REMAP_NOISE = 6, 0.3
 
 
 def sample_remap(rng: np.random.Generator) -> dict:
-    """A random intensity curve on [0, 1]: knot positions (0, 1 and sorted uniform draws
-    between: a short interval is a steep step, which can swap two tissues of close
-    brightness, e.g. SSFP's blood and fat) and values (uniform), its weight against the
-    identity, and whether it is applied."""
-    inner = np.sort(rng.uniform(0, 1, REMAP_KNOTS - 2))
-    return {"apply": bool(rng.random() < REMAP_P),
-            "positions": [0.0, *inner.tolist(), 1.0],
+    """A random intensity curve on [0, 1]: knot positions and values (uniform), and its
+    weight against the identity."""
+    return {"positions": np.linspace(0, 1, REMAP_KNOTS).tolist(),
             "knots": rng.uniform(0, 1, REMAP_KNOTS).tolist(),
             "alpha": float(rng.uniform(0.5, 1.0))}
 
@@ -119,8 +117,6 @@ def apply_remap(image: torch.Tensor, p: dict) -> torch.Tensor:
     """Map (C, X, Y, Z) through the curve: the image's range to [0, 1], the piecewise-linear
     curve blended with the identity by alpha, z-scored. Every channel (frame) gets the same
     curve: one contrast per cine."""
-    if not p["apply"]:
-        return image
     lo, hi = image.amin(), image.amax()
     unit = ((image - lo) / (hi - lo + 1e-6)).clamp(0, 1)
     xs = torch.tensor(p["positions"], dtype=image.dtype)
@@ -202,8 +198,9 @@ def sample_augment(rng: np.random.Generator, mode: str, spacing, in_ch: int,
     if mode == "standard":
         p["intensity"] = sample_intensity(rng)
     elif mode == "remap":
-        p["remap"] = sample_remap(rng)
-        p["intensity"] = {**sample_intensity(rng), "noise": float(rng.uniform(0, REMAP_NOISE))}
+        p["intensity"], p["remap"] = sample_intensity(rng), sample_remap(rng)
+        p["remap_intensity"] = {**sample_intensity(rng),
+                                "noise": float(rng.uniform(0, REMAP_NOISE))}
     else:
         p["gin"] = [sample_gin(rng, in_ch, kernel) for _ in range(3)]
         p["mask"] = sample_ipa_mask(rng)
@@ -211,14 +208,16 @@ def sample_augment(rng: np.random.Generator, mode: str, spacing, in_ch: int,
 
 
 def apply_augment(image: torch.Tensor, classes: torch.Tensor, p: dict, spacing):
-    """Returns (images (K, C, X, Y, Z), classes (X, Y, Z)); K = 2 copies for gin-ipa."""
+    """Returns (images (K, C, X, Y, Z), classes (X, Y, Z)); K = 2 copies for gin-ipa and
+    remap."""
     if p["mode"] == "none":
         return image[None], classes
     image, classes = apply_spatial(image, classes, p["spatial"], spacing)
     if p["mode"] == "standard":
         return apply_intensity(image, p["intensity"])[None], classes
     if p["mode"] == "remap":
-        return apply_intensity(apply_remap(image, p["remap"]), p["intensity"])[None], classes
+        remapped = apply_intensity(apply_remap(image, p["remap"]), p["remap_intensity"])
+        return torch.stack([apply_intensity(image, p["intensity"]), remapped]), classes
     gin_a, gin_b, gin_c = (apply_gin(image, g) for g in p["gin"])
     m = apply_ipa_mask(p["mask"], image.shape[1:])[None]
     copy_b = zscore(m * gin_b + (1 - m) * gin_c)  # a blend of two z-scored images is not

@@ -91,12 +91,12 @@ def segment_cascaded() -> None:
 @click.option("--augment", type=click.Choice(AUGMENT_MODES),
               default="standard", show_default=True,
               help="standard: flips, rotation, scaling, gamma, bias field, noise. gin-ipa: "
-                   "random shallow-convnet re-texturing + consistency. remap: standard, with a random, "
-                   "often non-monotone intensity curve (other contrasts) and wider noise. "
-                   "adv-chain: standard, "
-                   "plus a copy through noise, bias field, gamma, affine and smooth "
-                   "deformation chained in random order, their parameters optimised against "
-                   "the current model (--adv-steps), + consistency; 3-4x the CPU time "
+                   "random shallow-convnet re-texturing + consistency. remap: standard, plus "
+                   "a copy through a random, often non-monotone intensity curve (other "
+                   "contrasts) with wider noise, + consistency. adv-chain: standard, plus a "
+                   "copy through noise, bias field, gamma, affine and smooth deformation "
+                   "chained in random order, their parameters optimised against the current "
+                   "model (--adv-steps), + consistency; 3-4x the CPU time "
                    "of standard. gin-ipa+adv-chain: the chain on the second GIN-IPA copy.")
 @click.option("--adv-steps", type=click.IntRange(1, 5), default=1, show_default=True,
               help="adv-chain: gradient-ascent steps on the chain's parameters per sample.")

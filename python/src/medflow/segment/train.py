@@ -5,8 +5,8 @@ volume (loss against the block-averaged one-hot labels), then stage 2 on full-re
 patches whose inputs are the *current* stage-1 probabilities (train mode, dropout on,
 detached): stage 2 learns from stage-1 outputs that carry the errors of a partially
 trained, noisy stage 1 rather than from ground truth. Stage-1 features reach stage 2's head
-through post-concatenation, with gradients. ``gin-ipa`` adds a consistency loss between
-the two appearance copies; the adv-chain modes add a second copy chained adversarially
+through post-concatenation, with gradients. ``gin-ipa`` and ``remap`` add a consistency
+loss between the two appearance copies; the adv-chain modes add a second copy chained adversarially
 against the current model (:mod:`segment.advchain`) and a consistency loss to it.
 ``cooperative`` (composable with every mode) adds hard examples decoded from a masked
 stage-2 bottleneck and trains the shape-correcting refiner on the segmenter's clean and
@@ -106,9 +106,10 @@ def train_step(model: Cascade, opt, sample, opts: TrainOptions, rng, device: str
     """One optimisation step on one sample; ``moved`` (X, Y, Z) marks the voxels whose label
     changes over the cycle, weighted ``1 + opts.phase_loss_weight`` in the loss.
 
-    Appearance copies: 1, or 2 for ``gin-ipa`` (consistency: symmetric KL between them) and
-    the adv-chain modes (copy 2 is adversarially chained, :mod:`segment.advchain`, with its
-    own moved labels; consistency: KL from the moved clean prediction)."""
+    Appearance copies: 1, or 2 for ``gin-ipa`` and ``remap`` (consistency: symmetric KL
+    between them) and the adv-chain modes (copy 2 is adversarially chained,
+    :mod:`segment.advchain`, with its own moved labels; consistency: KL from the moved clean
+    prediction)."""
     cfg = model.cfg
     mode = advchain.BASE_MODE.get(opts.augment, opts.augment)
     p = sample_augment(rng, mode, cfg.spacing, cfg.in_channels, cfg.kernels2[0])
