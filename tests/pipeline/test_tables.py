@@ -142,3 +142,21 @@ def test_a_subject_that_fails_in_a_later_stage_keeps_what_it_finished(tmp_path):
     assert finished(status, "segment") == ["a", "b"]
     assert finished(status, "preprocess") == ["a", "b", "c"]
     assert finished(status, "motion") == ["a"]
+
+
+@pytest.mark.parametrize("flagged", [[False, False, False, False], [False, True, False, False]])
+def test_cluster_columns_with_and_without_flags(flagged):
+    # A healthy cohort (no image flagged) crashed the cohort table and the report under
+    # pandas 3 (groupby().apply on an empty frame returns a DataFrame, not a Series).
+    from medflow.pipeline.tables import cluster_columns
+
+    table = pd.DataFrame({"subject": ["a", "a", "b", "b"], "column": ["sa", "la_4ch"] * 2,
+                          "cluster": [0, 1, 0, 0], "flagged": flagged,
+                          "looks_like": [None, None, None, None] if not any(flagged)
+                          else [None, "sa", None, None]})
+    out = cluster_columns(table, ["a", "b"]).set_index("subject")
+    assert list(out["sa_cluster"]) == [0, 0] and list(out["la_4ch_cluster"]) == [1, 0]
+    expected = [0, 0] if not any(flagged) else [1, 0]
+    assert list(out["cluster_flagged_n"]) == expected
+    assert list(out["cluster_flags"]) == (["", ""] if not any(flagged)
+                                          else ["la_4ch looks like sa", ""])

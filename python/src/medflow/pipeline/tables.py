@@ -324,11 +324,12 @@ def cluster_columns(table: pd.DataFrame, subjects: list[str]) -> pd.DataFrame:
     wide = table.pivot(index="subject", columns="column", values="cluster")
     wide.columns = [f"{role}_cluster" for role in wide.columns]
     flags = table[table["flagged"]] if "flagged" in table else table.head(0)
-    text = flags.groupby("subject").apply(
-        lambda g: "; ".join(f"{c} looks like {like or 'no column'}"
-                            for c, like in zip(g["column"], g["looks_like"])),
-        include_groups=False).rename("cluster_flags")
-    out = wide.join(flags.groupby("subject").size().rename("cluster_flagged_n")).join(text)
+    # A plain loop, not groupby().apply(): on a cohort with no flagged image (the healthy
+    # case) apply returns an empty DataFrame, not a Series, in pandas 3.
+    text = {subject: "; ".join(f"{c} looks like {like or 'no column'}"
+                               for c, like in zip(g["column"], g["looks_like"]))
+            for subject, g in flags.groupby("subject")}
+    out = wide.join(flags.groupby("subject").size().rename("cluster_flagged_n"))
     out["cluster_flagged_n"] = out["cluster_flagged_n"].fillna(0).astype(int)
-    out["cluster_flags"] = out["cluster_flags"].fillna("")
+    out["cluster_flags"] = [text.get(subject, "") for subject in out.index]
     return out.reset_index()
