@@ -219,3 +219,22 @@ def test_resume_must_match_the_cooperative_option(runner, cohort, tmp_path):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "r/model.safetensors").read_bytes() == \
         (tmp_path / "full/model.safetensors").read_bytes()
+
+
+def test_resume_must_match_the_augment_option(runner, cohort, tmp_path):
+    # The card records one --augment for every epoch: a resumed run may not change it.
+    from medflow.segment.cli import segment_cascaded
+
+    def train(epochs, *flags):
+        return runner.invoke(segment_cascaded, ["train", "--samplesheet", str(cohort), "--out",
+                                                str(tmp_path / "r"), *TINY[:-4], "--epochs",
+                                                epochs, *flags])
+
+    assert train("1", "--augment", "remap").exit_code == 0
+    res = train("2", "--resume")
+    assert res.exit_code == 2 and "--augment remap" in res.output
+    res = train("2", "--resume", "--augment", "remap")
+    assert res.exit_code == 0, res.output
+    card = json.loads((tmp_path / "r/model.json").read_text())
+    assert card["training"]["options"]["augment"] == "remap"
+    assert card["training"]["epochs_done"] == 2

@@ -295,3 +295,16 @@ def test_cine_probabilities_per_region_or_per_class(runner, cohort, tmp_path):
                                                    "--out", str(tmp_path / "x.parquet")])
     assert result.exit_code == 65 and "classes.nii.gz" in result.output
     assert "a channel per region: WT, TC, ET" in result.output
+    # ... and regions read as classes: 3 channels where background + 3 labels are expected
+    result = run(runner, case_args(sub, **cine) + ["--probabilities", str(by_region),
+                                                   "--prob-channels", "classes",
+                                                   "--out", str(tmp_path / "x.parquet")])
+    assert result.exit_code == 65 and "a channel per class: label 0, label 1" in result.output
+    # class channels must be one distribution per voxel: these sum to 1.5
+    doubled = write_like(sub / "prob.nii.gz", tmp_path / "doubled.nii.gz",
+                         np.stack([classes, classes], 3).astype(np.float32) * 0.5 + 0.25)
+    result = run(runner, case_args(sub, **cine) + ["--probabilities", str(doubled),
+                                                   "--prob-channels", "classes",
+                                                   "--out", str(tmp_path / "y.parquet")])
+    assert result.exit_code == 65 and "do not sum to 1" in result.output
+    assert "doubled.nii.gz" in result.output and not (tmp_path / "y.parquet").exists()

@@ -113,6 +113,12 @@ def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1
             raise click.UsageError(f"--resume: the model in {out} was trained "
                                    f"{'with' if model.refiner is not None else 'without'} "
                                    "--cooperative; give the same option to continue it")
+        before = prior["training"].get("options", {}).get("augment", augment)
+        if before != augment:   # the card records one --augment for every epoch
+            import click
+
+            raise click.UsageError(f"--resume: the model in {out} was trained with "
+                                   f"--augment {before}; give the same option to continue it")
         history, plan_card = prior["training"]["history"], prior.get("plan")
     else:
         plan = build_config(samples, labels, spacing, patch, stage1_factor, channels, levels,

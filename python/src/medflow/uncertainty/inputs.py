@@ -20,6 +20,9 @@ from medflow.uncertainty.regions import (Region, channel_names, region_probabili
                                          unknown_labels)
 
 Rescale = None | str | tuple[float, float]
+#: How far a voxel's class probabilities may sum from 1 (float32 softmax, averaged over TTA
+#: draws, written as float32: about 1e-6; a map stored with 8-bit steps: up to ~0.01).
+CLASS_SUM_TOLERANCE = 0.02
 
 
 @dataclass
@@ -199,8 +202,9 @@ def load_probabilities(path: Path, regions: tuple[Region, ...], ref: Volume | No
         channels: ``"regions"`` or ``"classes"``.
 
     Raises:
-        InvalidDataError (65) naming the file: another shape or channel count, or values
-        outside [0, 1]; MissingInputError (66) when it does not exist.
+        InvalidDataError (65) naming the file: another shape or channel count, values
+        outside [0, 1], or class channels that do not sum to 1; MissingInputError (66)
+        when it does not exist.
     """
     vol = _read_same_grid(path, "image", ref, ref_path, channels=True)
     names = channel_names(regions, channels)
@@ -208,12 +212,17 @@ def load_probabilities(path: Path, regions: tuple[Region, ...], ref: Volume | No
     data = np.asarray(vol.data)
     if list(data.shape) != want:
         raise InvalidDataError(f"expected {len(want)}D probabilities of shape {want} (a "
-                               f"channel per {channels.removesuffix('es').removesuffix('s')}: "
+                               f"channel per {'class' if channels == 'classes' else 'region'}: "
                                f"{', '.join(names)}), got "
                                f"shape {list(data.shape)}", path)
     lo, hi = float(data.min()), float(data.max())
     if lo < 0 or hi > 1:
         raise InvalidDataError(f"probabilities span [{lo:g}, {hi:g}], outside [0, 1]", path)
+    if channels == "classes":   # one distribution per voxel: a region's sum must stay <= 1
+        off = float(np.abs(data.sum(axis=-1, dtype=np.float64) - 1.0).max())
+        if off > CLASS_SUM_TOLERANCE:
+            raise InvalidDataError(f"class probabilities do not sum to 1 over the channels "
+                                   f"(off by up to {off:.3g})", path)
     return region_probabilities(data, regions, channels)
 
 
