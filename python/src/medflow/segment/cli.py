@@ -128,7 +128,8 @@ def segment_cascaded() -> None:
 @click.option("--phase-loss-weight", type=click.FloatRange(min=0), default=0.0,
               show_default=True, help="Cines: extra loss weight of voxels whose label "
                                       "differs from the first frame's.")
-@click.option("--resume", is_flag=True, help="Continue the run saved in --out.")
+@click.option("--resume", is_flag=True, help="Continue the run saved in --out (with the same "
+              "--augment and --cooperative).")
 @device_option
 @seed_option
 @verbosity_options
