@@ -18,6 +18,15 @@ TINY = ["--epochs", "2", "--patch", "16,16,6", "--channels", "4", "--levels", "2
         "--val-fraction", "0.25", "--seed", "3"]
 
 
+def train_tiny(runner, cohort, out, epochs: str, *flags: str):
+    """``segment-cascaded train`` of ``cohort`` into ``out`` at TINY's architecture (the
+    default validation split and seed), for ``epochs``, with ``flags``; the click result."""
+    from medflow.segment.cli import segment_cascaded
+
+    return runner.invoke(segment_cascaded, ["train", "--samplesheet", str(cohort), "--out",
+                                            str(out), *TINY[:-4], "--epochs", epochs, *flags])
+
+
 @pytest.fixture(scope="session")
 def cohort(tmp_path_factory, tiny_cohort):
     return tiny_cohort(tmp_path_factory.mktemp("cohort"), affine(), n=4)

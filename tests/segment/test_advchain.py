@@ -13,7 +13,7 @@ from medflow.segment.augment import zscore
 from medflow.segment.cascade import Cascade
 from medflow.segment.train import one_hot
 
-from .conftest import TINY
+from .conftest import train_tiny
 from .test_model import tiny_config
 
 torch.set_num_threads(1)
@@ -120,14 +120,11 @@ def test_adversarial_copy_returns_moved_labels_and_references():
 
 
 def test_train_cli_adv_chain_is_seeded_and_recorded(runner, cohort, tmp_path):
-    from medflow.segment.cli import segment_cascaded
 
     outs = []
     for name, mode in (("a", "adv-chain"), ("b", "adv-chain"), ("g", "gin-ipa+adv-chain")):
         out = tmp_path / name
-        res = runner.invoke(segment_cascaded, ["train", "--samplesheet", str(cohort), "--out",
-                                               str(out), *TINY[:-4], "--epochs", "1",
-                                               "--augment", mode, "--adv-steps", "2"])
+        res = train_tiny(runner, cohort, out, "1", "--augment", mode, "--adv-steps", "2")
         assert res.exit_code == 0, res.output
         outs.append(out)
     weights = [(o / "model.safetensors").read_bytes() for o in outs]

@@ -16,7 +16,7 @@ from medflow.cli import cli
 from medflow.io import Volume, make_affine, write_nifti
 from medflow.segment.cli import segment_cascaded
 
-from .conftest import TINY
+from .conftest import TINY, train_tiny
 
 torch.set_num_threads(1)
 
@@ -171,9 +171,7 @@ def test_gpu_out_of_memory_exits_75(runner, cohort, tiny_model, tmp_path, monkey
 
 def test_train_augment_modes_and_single_stage_run(runner, cohort, tmp_path):
     for extra in (["--augment", "gin-ipa"], ["--augment", "none", "--single-stage"]):
-        res = runner.invoke(segment_cascaded, ["train", "--samplesheet", str(cohort), "--out",
-                                               str(tmp_path / extra[1]), *TINY[:-4], "--epochs",
-                                               "1", *extra])
+        res = train_tiny(runner, cohort, tmp_path / extra[1], "1", *extra)
         assert res.exit_code == 0, res.output
     card = json.loads((tmp_path / "none/model.json").read_text())
     assert card["config"]["stages"] == 1

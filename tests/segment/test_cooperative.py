@@ -14,7 +14,7 @@ from medflow.segment.cooperative import MaskParams, latent_mask
 from medflow.segment.modelio import load_model, save_model
 from medflow.segment.train import TrainOptions, one_hot, train_step
 
-from .conftest import TINY
+from .conftest import train_tiny
 from .test_model import tiny_config
 
 torch.set_num_threads(1)
@@ -167,9 +167,7 @@ def test_cooperative_training_finishes_is_seeded_and_predicts_refined(runner, co
     outs = []
     for name, extra in (("a", []), ("b", []), ("g", ["--augment", "gin-ipa"])):
         out = tmp_path / name
-        res = runner.invoke(segment_cascaded, ["train", "--samplesheet", str(cohort), "--out",
-                                               str(out), *TINY[:-4], "--epochs", "1",
-                                               "--cooperative", *extra])
+        res = train_tiny(runner, cohort, out, "1", "--cooperative", *extra)
         assert res.exit_code == 0, res.output
         outs.append(out)
     weights = [(o / "model.safetensors").read_bytes() for o in outs]
@@ -204,12 +202,8 @@ def test_cooperative_training_finishes_is_seeded_and_predicts_refined(runner, co
 
 
 def test_resume_must_match_the_cooperative_option(runner, cohort, tmp_path):
-    from medflow.segment.cli import segment_cascaded
-
     def train(out, epochs, *flags):
-        return runner.invoke(segment_cascaded, ["train", "--samplesheet", str(cohort), "--out",
-                                                str(out), *TINY[:-4], "--epochs", epochs,
-                                                *flags])
+        return train_tiny(runner, cohort, out, epochs, *flags)
 
     assert train(tmp_path / "full", "2", "--cooperative").exit_code == 0
     assert train(tmp_path / "r", "1", "--cooperative").exit_code == 0
@@ -223,12 +217,8 @@ def test_resume_must_match_the_cooperative_option(runner, cohort, tmp_path):
 
 def test_resume_must_match_the_augment_option(runner, cohort, tmp_path):
     # The card records one --augment for every epoch: a resumed run may not change it.
-    from medflow.segment.cli import segment_cascaded
-
     def train(epochs, *flags):
-        return runner.invoke(segment_cascaded, ["train", "--samplesheet", str(cohort), "--out",
-                                                str(tmp_path / "r"), *TINY[:-4], "--epochs",
-                                                epochs, *flags])
+        return train_tiny(runner, cohort, tmp_path / "r", epochs, *flags)
 
     assert train("1", "--augment", "remap").exit_code == 0
     res = train("2", "--resume")
