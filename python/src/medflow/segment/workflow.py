@@ -69,6 +69,23 @@ def train_outputs(out: Path) -> list[Path]:
     return [Path(out) / n for n in (WEIGHTS, CARD, OPTIMIZER, CURVE, CURVE_PNG, TRAIN_SIDECAR)]
 
 
+def check_resume(out: Path, prior: dict, had_refiner: bool, augment: str,
+                 cooperative: bool) -> None:
+    """Refuse (exit 2) to continue the model in ``out`` with another ``--cooperative`` (the
+    weights hold a refiner or not) or ``--augment`` (the card records one for every epoch)."""
+    before = prior["training"].get("options", {}).get("augment", augment)
+    if had_refiner != cooperative:
+        trained = ("with" if had_refiner else "without") + " --cooperative"
+    elif before != augment:
+        trained = f"with --augment {before}"
+    else:
+        return
+    import click
+
+    raise click.UsageError(f"--resume: the model in {out} was trained {trained}; give the "
+                           "same option to continue it")
+
+
 def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1_factor,
                 augment, val_fraction, channels, levels, lr, stages, regions, resume, device,
                 seed, samplesheet, context: tuple[str, ...] = (), phase_weight: float = 0.0,
@@ -107,18 +124,7 @@ def train_model(df, image_roles, label_role, out: Path, *, epochs, patch, stage1
         raise InvalidDataError("no labelled frames in the samplesheet", samplesheet)
     if prior:
         model, _ = load_model(out, device)
-        if (model.refiner is not None) != cooperative:
-            import click
-
-            raise click.UsageError(f"--resume: the model in {out} was trained "
-                                   f"{'with' if model.refiner is not None else 'without'} "
-                                   "--cooperative; give the same option to continue it")
-        before = prior["training"].get("options", {}).get("augment", augment)
-        if before != augment:   # the card records one --augment for every epoch
-            import click
-
-            raise click.UsageError(f"--resume: the model in {out} was trained with "
-                                   f"--augment {before}; give the same option to continue it")
+        check_resume(out, prior, model.refiner is not None, augment, cooperative)
         history, plan_card = prior["training"]["history"], prior.get("plan")
     else:
         plan = build_config(samples, labels, spacing, patch, stage1_factor, channels, levels,
