@@ -9,6 +9,7 @@ import click
 import pandas as pd
 
 from medflow.options import jobs_option, verbosity_options
+from medflow.uncertainty.regions import PROB_CHANNELS
 
 log = logging.getLogger("medflow")
 TOOL = "score-uncertainty"
@@ -116,7 +117,7 @@ def _write(results, table: Path, sidecar: dict, plot: Path | None, summary_dir: 
 @click.option("--probabilities", type=_path, help="Probabilities for calibration (ECE, MCE, "
               "Brier, NLL): the truth's grid (3D, or a 4D cine) plus a channel axis last, "
               "as --prob-channels says.")
-@click.option("--prob-channels", type=click.Choice(["regions", "classes"]), default="regions",
+@click.option("--prob-channels", type=click.Choice(PROB_CHANNELS), default="regions",
               show_default=True, help="The probabilities' channels: one per region in "
               "--regions order, or one per class (background, then the regions' labels "
               "ascending), as 'segment-cascaded predict --probabilities' writes them; a "
