@@ -23,11 +23,12 @@ import pandas as pd
 import torch
 
 from medflow.io.images import read_image
+from medflow.superres.baselines import bspline_image, sdf_labels
 from medflow.superres.inputs import frames_of, select_frames
 from medflow.superres.latent import FitOptions
 from medflow.superres.metrics import label_scores, psnr, ssim
 from medflow.superres.modelio import load_model
-from medflow.superres.run import super_resolve_frame
+from medflow.superres.run import FrameResult, super_resolve_frame
 
 NAMES = {1: "lv", 2: "myo", 3: "rv"}
 
@@ -53,7 +54,12 @@ def main() -> None:
     ap.add_argument("--prior", type=Path)
     ap.add_argument("--joint", type=Path)
     ap.add_argument("--pred", type=Path, help="segment-cascaded batch output folder")
-    ap.add_argument("--methods", default="nearest,linear,sdf,latent,latent_la,joint")
+    ap.add_argument("--methods", default="nearest,linear,sdf,sdf_true,latent,latent_la,"
+                    "latent_la_unrefined,latent_prior,latent_la_prior,joint",
+                    help="latent*: the fitted shifts undone on the stack (interpolated like "
+                         "sdf); *_la: with the long axis (shifts refined on it; "
+                         "*_unrefined: not); *_prior: the decoded shape instead; "
+                         "sdf_true: sdf with truth.json's shifts undone (the ceiling)")
     ap.add_argument("--iterations", type=int, default=120)
     ap.add_argument("--tag", default="")
     ap.add_argument("--out", type=Path, required=True)
@@ -88,21 +94,35 @@ def main() -> None:
                     if method.startswith("latent") and prior is None or \
                             method == "joint" and joint is None:
                         continue
-                    base = method.removesuffix("_la")
+                    base = method.split("_")[0]
+                    la = method.startswith("latent_la")
                     t0 = time.process_time()
-                    res = super_resolve_frame(
-                        base, stack, seg.affine, gt.affine, gt.shape3,
-                        net=prior if base == "latent" else joint,
-                        image=frames_of(image)[..., t] if base in ("joint", "sdf") else None,
-                        long_axis=views if method == "latent_la" else (),
-                        fit_options=FitOptions(iterations=a.iterations), seed=0)
+                    frame_image = frames_of(image)[..., t]
+                    if method == "sdf_true":  # the ceiling: truth.json's shifts undone
+                        true_shifts = np.asarray(truth["slice_shifts_mm"])
+                        res = FrameResult(
+                            sdf_labels(stack, seg.affine, gt.affine, gt.shape3,
+                                       shifts_mm=true_shifts),
+                            bspline_image(frame_image, seg.affine, gt.affine, gt.shape3,
+                                          shifts_mm=true_shifts))
+                    else:
+                        res = super_resolve_frame(
+                            base, stack, seg.affine, gt.affine, gt.shape3,
+                            net=prior if base == "latent" else joint,
+                            image=frame_image if base in ("joint", "sdf", "latent") else None,
+                            long_axis=views if la else (),
+                            fit_options=FitOptions(
+                                iterations=a.iterations,
+                                shape_from="prior" if method.endswith("_prior") else "stack",
+                                refine_steps=0 if method.endswith("_unrefined") else 150),
+                            seed=0)
                     cpu = time.process_time() - t0
                     row = {"subject": sub, "frame": frame, "source": source, "method": method,
                            "cpu_s": round(cpu, 3),
                            **label_scores(res.labels, np.asarray(gt.data), gt.spacing,
                                           NAMES)}
                     if base == "latent":
-                        row.update(shift_errors(res.info, truth, method == "latent_la"))
+                        row.update(shift_errors(res.info, truth, la))
                     if res.image is not None:
                         row["psnr_db"] = psnr(res.image, np.asarray(hr.data))
                         row["ssim"] = ssim(res.image, np.asarray(hr.data))

@@ -88,6 +88,23 @@ def test_sdf_of_a_shape_constant_along_z_is_exact():
         assert np.array_equal(got, np.repeat(stack[..., :1], shape[2], axis=2)), method.__name__
 
 
+def test_sdf_undoes_known_slice_shifts():
+    stack, affine = _z_invariant_stack()
+    pixels = np.array([[0, 0], [2, -1], [-1, 2], [1, 1]])  # whole pixels: exact to undo
+    moved = np.stack([np.roll(stack[..., k], tuple(pixels[k]), axis=(0, 1))
+                      for k in range(stack.shape[2])], axis=2)
+    shifts_mm = pixels * 1.8  # slice k shows at p the anatomy at p - s_k
+    out_affine = make_affine((1.8, 1.8, 1.25), None, affine[:3, 3] + [0, 0, 10.0])
+    shape = (30, 26, 17)
+    want = np.repeat(stack[..., :1], shape[2], axis=2)
+    got = baselines.sdf_labels(moved, affine, out_affine, shape, shifts_mm=shifts_mm)
+    assert np.array_equal(got, want)
+    assert not np.array_equal(baselines.sdf_labels(moved, affine, out_affine, shape), want)
+    image = (moved * 100.0 + 50.0).astype(np.float32)
+    back = baselines.undo_slice_shifts(image, affine, shifts_mm)
+    assert np.array_equal(back[3:-3, 3:-3], (stack * 100.0 + 50.0)[3:-3, 3:-3])
+
+
 def test_sdf_interpolates_a_shrinking_disc_between_slices():
     x, y = np.meshgrid(np.arange(40), np.arange(40), indexing="ij")
     d = np.hypot(x - 19.5, y - 19.5)

@@ -7,7 +7,9 @@ in-plane; the class with the smallest distance wins: shape-based interpolation, 
 Udupa 1990). Images: cubic B-spline (SimpleITK).
 
 Every function takes the stack (X, Y, K) with its affine and the output grid (affine,
-shape), and returns values on that grid. Points outside the stack (beyond half a slice
+shape), and returns values on that grid. ``sdf_labels`` and ``bspline_image`` also take
+per-slice shifts to undo first (:func:`undo_slice_shifts`): the ``latent`` method's motion
+correction, interpolated the same way. Points outside the stack (beyond half a slice
 spacing past the first or last slice, or outside the in-plane field of view) are
 background (labels) or 0 (images).
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.ndimage import distance_transform_edt, map_coordinates
+from scipy.ndimage import shift as shift_array
 
 from medflow.io.images import LPS_TO_RAS
 from medflow.superres.geometry import apply_affine, voxel_points
@@ -68,6 +71,29 @@ def linear_labels(stack: np.ndarray, stack_affine: np.ndarray, affine: np.ndarra
     return out.reshape(tuple(shape))
 
 
+def undo_slice_shifts(values: np.ndarray, stack_affine: np.ndarray, shifts_mm: np.ndarray,
+                      order: int = 1) -> np.ndarray:
+    """Move each slice's content back by its in-plane shift.
+
+    Args:
+        values: (X, Y, K) a field on the stack (signed distances, an image).
+        stack_affine: the stack's affine (its in-plane pixel spacing converts mm).
+        shifts_mm: (K, 2) per-slice shifts along voxel axes i, j in mm, in the
+            ``truth.json`` convention (slice k shows at p the anatomy at p - s_k).
+        order: spline order of the in-plane resampling (1: linear).
+
+    Returns:
+        (X, Y, K) float32: slice k's value at p is the input's at p + s_k (edge values
+        extend past the field of view).
+    """
+    spacing = np.linalg.norm(np.asarray(stack_affine)[:3, :2], axis=0)
+    out = np.empty(np.shape(values), np.float32)
+    for k, s in enumerate(np.asarray(shifts_mm, np.float64)):
+        out[..., k] = shift_array(np.asarray(values[..., k], np.float32), -s / spacing,
+                                  order=order, mode="nearest")
+    return out
+
+
 def signed_distance_2d(mask: np.ndarray, spacing) -> np.ndarray:
     """Signed distance (mm) to the boundary of a 2D mask: negative inside, clipped to
     +-SDF_CLIP_MM; an empty mask is +SDF_CLIP_MM everywhere, a full one -SDF_CLIP_MM."""
@@ -83,9 +109,10 @@ def signed_distance_2d(mask: np.ndarray, spacing) -> np.ndarray:
 
 
 def sdf_labels(stack: np.ndarray, stack_affine: np.ndarray, affine: np.ndarray, shape,
-               values=(0, 1, 2, 3)) -> np.ndarray:
+               values=(0, 1, 2, 3), shifts_mm: np.ndarray | None = None) -> np.ndarray:
     """Shape-based interpolation: per class and slice the in-plane signed distance,
-    interpolated (trilinear) to the output points; the class of smallest distance."""
+    interpolated (trilinear) to the output points; the class of smallest distance.
+    ``shifts_mm`` (K, 2): per-slice shifts undone on the distances first."""
     spacing = np.linalg.norm(np.asarray(stack_affine)[:3, :2], axis=0)
     ijk = stack_coordinates(stack_affine, affine, shape)
     inside = _inside(ijk, stack.shape)
@@ -95,17 +122,23 @@ def sdf_labels(stack: np.ndarray, stack_affine: np.ndarray, affine: np.ndarray, 
         mask = np.asarray(stack) == v
         sdf = np.stack([signed_distance_2d(mask[..., k], spacing)
                         for k in range(stack.shape[2])], axis=2)
+        if shifts_mm is not None:
+            sdf = undo_slice_shifts(sdf, stack_affine, shifts_mm)
         fields.append(map_coordinates(sdf, ijk, order=1, mode="nearest"))
     out = np.asarray(values, np.uint8)[np.stack(fields).argmin(axis=0)]
     out[~inside] = 0
     return out.reshape(tuple(shape))
 
 
-def bspline_image(image: np.ndarray, stack_affine: np.ndarray, affine: np.ndarray, shape
-                  ) -> np.ndarray:
+def bspline_image(image: np.ndarray, stack_affine: np.ndarray, affine: np.ndarray, shape,
+                  shifts_mm: np.ndarray | None = None) -> np.ndarray:
     """Cubic B-spline interpolation of a stack image (SimpleITK ``sitkBSpline``), float32
-    on the output grid; 0 outside the stack."""
+    on the output grid; 0 outside the stack. ``shifts_mm`` (K, 2): per-slice shifts
+    undone first (cubic in-plane)."""
     import SimpleITK as sitk
+
+    if shifts_mm is not None:
+        image = undo_slice_shifts(image, stack_affine, shifts_mm, order=3)
 
     def geometry(a):
         lps = LPS_TO_RAS @ np.asarray(a, np.float64)

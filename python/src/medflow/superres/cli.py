@@ -122,14 +122,14 @@ def train_cmd(method, samplesheet, image_role, label_role, hr_image_role, hr_lab
 @click.option("--input", "seg", type=click.Path(path_type=Path),
               help="Short-axis label stack (3D or cine).")
 @click.option("--image", type=click.Path(path_type=Path),
-              help="Its image (joint: required; baselines: B-spline interpolated).")
+              help="Its image (joint: required; latent, baselines: B-spline interpolated).")
 @click.option("--la-2ch", type=click.Path(path_type=Path), help="latent: 2-chamber labels.")
 @click.option("--la-4ch", type=click.Path(path_type=Path), help="latent: 4-chamber labels.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Labels to write; {frame} in the name is ed, es or tNN (without it, "
                    "several frames are written as NAME_ed.nii.gz, NAME_es.nii.gz).")
 @click.option("--output-image", type=click.Path(dir_okay=False, path_type=Path),
-              help="Super-resolved image to write (joint, or B-spline with a baseline).")
+              help="Super-resolved image to write (joint; B-spline with latent or a baseline).")
 @click.option("--frames", default="ed,es", show_default=True, callback=_frames,
               help="ed,es, ed, es or all (ED = frame 0, ES = least LV blood pool).")
 @click.option("--grid-like", type=click.Path(path_type=Path),
@@ -140,6 +140,10 @@ def train_cmd(method, samplesheet, image_role, label_role, hr_image_role, hr_lab
               show_default=True,
               help="latent: slice profile of the labels, mm (0: each slice's labels are its "
                    "centre plane, as a 2D segmentation labels it).")
+@click.option("--shape-from", type=click.Choice(["stack", "prior"]), default="stack",
+              show_default=True,
+              help="latent: write the stack with the fitted shifts undone, interpolated "
+                   "between slices like sdf (stack), or the prior's decoded shape (prior).")
 @click.option("--samplesheet", type=click.Path(path_type=Path),
               help="Batch mode: every subject of this samplesheet.")
 @click.option("--outdir", type=click.Path(file_okay=False, path_type=Path),
@@ -155,12 +159,14 @@ def train_cmd(method, samplesheet, image_role, label_role, hr_image_role, hr_lab
 @seed_option
 @verbosity_options
 def predict_cmd(method, model_dir, seg, image, la_2ch, la_4ch, output, output_image, frames,
-                grid_like, iterations, label_thickness, samplesheet, outdir, label_role,
-                image_role, la_roles, jobs, device, seed) -> None:
+                grid_like, iterations, label_thickness, shape_from, samplesheet, outdir,
+                label_role, image_role, la_roles, jobs, device, seed) -> None:
     """Super-resolve a short-axis label stack (ED and ES by default) to 1.25 mm 3D.
 
     latent fits the shape prior and one in-plane shift per slice (motion correction); the
-    shifts are in each output's JSON sidecar (truth.json's convention).
+    shifts are in each output's JSON sidecar (truth.json's convention). It writes the stack
+    with those shifts undone (and --image, B-spline), or with --shape-from prior the
+    decoded shape.
 
     \b
     Example:
@@ -187,8 +193,9 @@ def predict_cmd(method, model_dir, seg, image, la_2ch, la_4ch, output, output_im
     written = predict_command(
         method, model_dir, seg=seg, image=image, la=la, output=output,
         output_image=output_image, frames=frames, grid_like=grid_like, iterations=iterations,
-        label_thickness=label_thickness, samplesheet=samplesheet, outdir=outdir,
-        label_role=label_role, image_role=image_role, la_roles=_roles(la_roles), jobs=jobs,
+        label_thickness=label_thickness, shape_from=shape_from, samplesheet=samplesheet,
+        outdir=outdir, label_role=label_role, image_role=image_role,
+        la_roles=_roles(la_roles), jobs=jobs,
         device=resolve_device(device) if model_dir else "cpu", seed=seed)
     for path in written:
         click.echo(str(path))

@@ -46,6 +46,16 @@ class FitOptions:
             all count; farther ones, which the decoded shape explains at once, count
             one in ``far_every`` (each weighing ``far_every``): a cheaper loss (every 4th
             moved the apical slice's shift by 0.35 mm in tests/superres; 2 does not).
+        shape_from: the written shape (:func:`medflow.superres.run.super_resolve_frame`):
+            ``stack``, the observed stack with the fitted shifts undone and interpolated
+            between slices by signed distances (the ``sdf`` baseline's interpolation);
+            ``prior``, the decoded shape itself (the seed's output). On the demo cohort
+            ``stack`` scores higher on every label (benchmarks/superres/README.md): the
+            decoded shape is no better than the prior's own reconstruction, while the
+            observed slices are exact where they were acquired.
+        refine_steps, refine_band_mm: with long-axis views, the fitted shifts are then
+            refined against the long-axis labels where they cross each slice
+            (:func:`medflow.superres.intersect.refine_shifts`; 0 steps: not refined).
     """
 
     iterations: int = 120
@@ -61,6 +71,9 @@ class FitOptions:
     margin_mm: float = 8.0
     band_mm: float = 15.0
     far_every: int = 2
+    shape_from: str = "stack"
+    refine_steps: int = 150
+    refine_band_mm: float = 1.0
 
 
 @dataclass

@@ -45,7 +45,8 @@ def super_resolve_frame(method: str, stack: np.ndarray, stack_affine: np.ndarray
         affine, shape: the output grid.
         net: the prior (``latent``) or the joint network (``joint``).
         image: (X, Y, K) the frame's image: the ``joint`` network's input; with the
-            baselines it is B-spline interpolated.
+            baselines it is B-spline interpolated, with ``latent`` too once the fitted
+            shifts are undone.
         long_axis: ``latent`` only: [(labels (X, Y, 1), affine)] at the same frame.
         fit_options: :class:`~medflow.superres.latent.FitOptions`.
         seed: seeds the optimisation.
@@ -57,14 +58,8 @@ def super_resolve_frame(method: str, stack: np.ndarray, stack_affine: np.ndarray
     info: dict = {}
     out_image = None
     if method == "latent":
-        from medflow.superres.latent import fit_latent, render_labels
-
-        fit = fit_latent(net, stack, stack_affine, list(long_axis), fit_options, seed)
-        labels = render_labels(net, fit, affine, shape)
-        info = {"slice_shifts_mm": fit.shifts_mm.round(4).tolist(),
-                "slice_has_labels": fit.slice_has_labels.tolist(),
-                "canonical_frame": fit.frame.as_dict(), "final_loss": fit.history[-1],
-                "iterations": len(fit.history), "long_axis_views": len(long_axis)}
+        labels, out_image, info = _latent_frame(net, stack, stack_affine, affine, shape, image,
+                                                list(long_axis), fit_options, seed)
     elif method == "joint":
         from medflow.superres.joint import image_scale, network_input, run_joint
 
@@ -84,6 +79,34 @@ def super_resolve_frame(method: str, stack: np.ndarray, stack_affine: np.ndarray
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(LABEL_METHODS)}")
     info["seconds"] = round(time.perf_counter() - t0, 3)
     return FrameResult(labels, out_image, info)
+
+
+def _latent_frame(net, stack, stack_affine, affine, shape, image, long_axis, fit_options,
+                  seed):
+    """The latent method on one frame: (labels, image or None, sidecar info)."""
+    from medflow.superres.intersect import refine_shifts
+    from medflow.superres.latent import FitOptions, fit_latent, render_labels
+
+    opts = fit_options or FitOptions()
+    fit = fit_latent(net, stack, stack_affine, long_axis, opts, seed)
+    shifts, crossed = fit.shifts_mm, np.zeros(len(fit.shifts_mm), bool)
+    if long_axis and opts.refine_steps:
+        shifts, crossed = refine_shifts(stack, stack_affine, long_axis, fit.shifts_mm,
+                                        net.cfg.labels, opts.refine_steps, opts.refine_band_mm)
+    if opts.shape_from == "prior":
+        labels = render_labels(net, fit, affine, shape)
+    else:  # the stack, motion-corrected
+        labels = baselines.sdf_labels(stack, stack_affine, affine, shape,
+                                      values=net.cfg.labels, shifts_mm=shifts)
+    out_image = None if image is None else baselines.bspline_image(
+        image, stack_affine, affine, shape, shifts_mm=shifts)
+    info = {"shape_from": opts.shape_from, "slice_shifts_mm": shifts.round(4).tolist(),
+            "latent_slice_shifts_mm": fit.shifts_mm.round(4).tolist(),
+            "slice_refined_on_long_axis": crossed.tolist(),
+            "slice_has_labels": fit.slice_has_labels.tolist(),
+            "canonical_frame": fit.frame.as_dict(), "final_loss": fit.history[-1],
+            "iterations": len(fit.history), "long_axis_views": len(long_axis)}
+    return labels, out_image, info
 
 
 def frame_path(template: Path, frame: str, several: bool) -> Path:

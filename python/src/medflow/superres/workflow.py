@@ -178,15 +178,18 @@ def _load(method, model_dir, device):
 
 def predict_command(method, model_dir, *, seg, image, la, output, output_image, frames,
                     grid_like, iterations, label_thickness, samplesheet, outdir, label_role,
-                    image_role, la_roles, jobs, device, seed) -> list[Path]:
+                    image_role, la_roles, jobs, device, seed,
+                    shape_from: str = "stack") -> list[Path]:
     """``super-resolve predict``: one subject (``seg``/``output``) or a samplesheet."""
     from medflow.superres.latent import FitOptions
     from medflow.superres.run import predict_files
 
     net, card, method = _load(method, model_dir, device)
-    options = FitOptions(iterations=iterations, thickness_mm=label_thickness)
+    options = FitOptions(iterations=iterations, thickness_mm=label_thickness,
+                         shape_from=shape_from)
     params = {"iterations": iterations, "label_thickness_mm": label_thickness,
-              "frames": frames} if method == "latent" else {"frames": frames}
+              "shape_from": shape_from, "frames": frames} if method == "latent" \
+        else {"frames": frames}
     common = dict(net=net, card=card, model_dir=model_dir, frames=frames, grid_like=grid_like,
                   fit_options=options, seed=seed, parameters=params)
     if seg is not None:
