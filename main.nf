@@ -164,10 +164,29 @@ workflow {
             prior = file(params.superres_model, checkIfExists: true)
         }
 
+        // the long-axis segmentations of each subject's samplesheet row (seg_la_2ch /
+        // seg_la_4ch; the pipeline segments no long-axis view yet): [id, roles, files]
+        ch_long_axis = PREPROCESS.out.image
+            .filter { meta, label -> meta.role in ['seg_la_2ch', 'seg_la_4ch'] }
+            .map { meta, label -> [meta.id, meta.role, label] }
+            .groupTuple()
+
         // superres: ED and ES of each subject's segmentation to 1.25 mm 3D shapes, the
-        // breath-hold shifts corrected (the motion stage reads the ED shape)
+        // breath-hold shifts corrected (the motion stage reads the ED shape); with the
+        // long-axis segmentations the shifts are absolute and refined on them
         if (prior != null) {
-            SUPERRES(SEGMENT.out.seg, prior)
+            ch_superres = SEGMENT.out.seg
+                .map { meta, seg -> [meta.id, meta, seg] }
+                .join(ch_long_axis, remainder: true)
+                .filter { row -> row[1] != null }  // long-axis labels of an unsegmented subject
+                .map { row ->
+                    def la_roles = row.size() > 3 && row[3] != null ? row[3] : []
+                    def labels = row.size() > 4 && row[4] != null ? row[4] : []
+                    def order = la_roles.withIndex().sort { a, b -> a[0] <=> b[0] }*.getAt(1)
+                    [row[1] + [la_roles: order.collect { i -> la_roles[i] }], row[2],
+                     order.collect { i -> labels[i] }]
+                }
+            SUPERRES(ch_superres, prior)
         }
         // annotate: the next subjects to label, among those without a label for the
         // model's label role; one cohort task over every subject with the image
@@ -219,10 +238,6 @@ workflow {
     // (seg_la_2ch / seg_la_4ch; the pipeline segments no long-axis view yet); a subject
     // without one is left out, as the local runner skips it
     if ((params.motion || params.motion_model) && model != null) {
-        ch_long_axis = PREPROCESS.out.image
-            .filter { meta, label -> meta.role in ['seg_la_2ch', 'seg_la_4ch'] }
-            .map { meta, label -> [meta.id, meta.role, label] }
-            .groupTuple()
         ch_motion = SEGMENT.out.seg
             .map { meta, seg -> [meta.id, meta, seg] }
             .join(ch_long_axis)

@@ -5,6 +5,7 @@ a folder that is not a shape prior stops the run before any task."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -124,3 +125,29 @@ def test_train_prior_plans_the_prior_then_superres_with_it(cohort, tiny_model, t
                for t in superres)
     plain = [s.name for s in selected_stages(Options(cohort, tmp_path / "r", tiny_model))]
     assert "train_prior" not in plain and "superres" not in plain
+
+
+def test_superres_task_passes_the_rows_long_axis_segmentations(cohort, tiny_model,
+                                                                coarse_prior, tmp_path):
+    """A row's seg_la_2ch / seg_la_4ch become --la-2ch / --la-4ch (the shifts are then
+    absolute and refined on them) and task inputs (--resume re-runs on a new one); a row
+    without them runs on the short axis alone."""
+    from medflow.pipeline.plan import superres_task
+    from medflow.pipeline.runner import Options, absolute_paths, prepare
+
+    sheet = pd.read_csv(cohort)
+    sheet["seg_la_4ch"] = [sheet["seg_sa"][0], None, None]  # any label file will do here
+    sheet.to_csv(cohort, index=False)
+    opts = absolute_paths(Options(cohort, tmp_path / "r", tiny_model,
+                                  superres_model=coarse_prior))
+    ctx = prepare(opts)
+    rows = ctx.sheet.to_dict("records")
+    with_la, without = superres_task(ctx, rows[0]), superres_task(ctx, rows[1])
+    (command,) = with_la.commands
+    la = Path(rows[0]["seg_la_4ch"])
+    assert command[command.index("--la-4ch") + 1] == str(la) and "--la-2ch" not in command
+    assert la in with_la.inputs
+    (plain,) = without.commands
+    assert not any(w.startswith("--la-") for w in plain)
+    predict = cli.get_command(None, "super-resolve").get_command(None, "predict")
+    predict.make_context("predict", command[2:])  # a command line Click accepts

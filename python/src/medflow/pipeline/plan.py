@@ -195,8 +195,21 @@ def train_prior_task(ctx: Context, subjects: list[str]) -> Task | str:
                 folder / "samplesheet.csv")
 
 
+def _long_axis_views(row: dict) -> dict[str, Path]:
+    """The long-axis segmentations a samplesheet row names (``seg_la_2ch``, ``seg_la_4ch``:
+    the pipeline segments no long-axis view yet)."""
+    return {role: Path(row[role]) for role in LONG_AXIS_ROLES if has(row, role)}
+
+
+def _long_axis_flags(views: dict[str, Path]) -> list[str]:
+    """``--la-2ch F --la-4ch F``: the flag of each view is named by its column."""
+    return [w for role, path in views.items()
+            for w in (f"--{role.removeprefix('seg_').replace('_', '-')}", str(path))]
+
+
 def superres_task(ctx: Context, row: dict) -> Task | str:
-    """ED and ES of the subject's segmentation to 1.25 mm shapes with the shape prior."""
+    """ED and ES of the subject's segmentation to 1.25 mm shapes with the shape prior; with
+    the row's long-axis segmentations the shifts are absolute and refined on them."""
     stage, subject = get_stage("superres"), row["subject"]
     role = ctx.image_roles[0]
     prior = ctx.superres_model
@@ -205,10 +218,13 @@ def superres_task(ctx: Context, row: dict) -> Task | str:
     seg = _file(ctx, get_stage("segment"), "seg", subject, role)
     outputs = [_file(ctx, stage, name, subject, role) for name in stage.outputs]
     template = str(_file(ctx, stage, "hr_ed", subject, role)).replace("_hr_ed.", "_hr_{frame}.")
-    command = [*stage.command, "--model", str(prior), "--input", str(seg), "--output",
-               template, *shlex.split(stage.args["image"]), *_model_options(ctx)]
+    views = _long_axis_views(row)
+    command = [*stage.command, "--model", str(prior), "--input", str(seg),
+               *_long_axis_flags(views), "--output", template,
+               *shlex.split(stage.args["image"]), *_model_options(ctx)]
     return Task(stage.name, subject, [command],
-                [seg, prior / "model.safetensors", prior / "model.json"], outputs)
+                [seg, *map(source_file, views.values()), prior / "model.safetensors",
+                 prior / "model.json"], outputs)
 def annotate_task(ctx: Context, subjects: list[str]) -> Task:
     """The next subjects to annotate: every subject's image(s) and, where the samplesheet
     has one, its label; an empty label cell puts the subject in the pool."""
@@ -313,7 +329,7 @@ def motion_task(ctx: Context, row: dict) -> Task | str:
     labels it measures LVEF 6.9 points low on average where voxel counting is 2.3 off
     (benchmarks/motion/README.md)."""
     stage, subject = get_stage("motion"), row["subject"]
-    views = {role: Path(row[role]) for role in LONG_AXIS_ROLES if has(row, role)}
+    views = _long_axis_views(row)
     if not views:
         return (f"no long-axis segmentation ({' or '.join(LONG_AXIS_ROLES)}): a mesh on "
                 "the short axis alone misses the base")
@@ -326,9 +342,7 @@ def motion_task(ctx: Context, row: dict) -> Task | str:
         command = [stage.command[0], "predict", "--model", str(ctx.motion_model),
                    "--sa", str(seg)]
         files += [ctx.motion_model / "model.safetensors", ctx.motion_model / "model.json"]
-    for la_role, path in views.items():
-        command += [f"--{la_role.removeprefix('seg_').replace('_', '-')}", str(path)]
-    command += ["--out", str(folder), "--prefix", f"{subject}_{role}",
+    command += [*_long_axis_flags(views), "--out", str(folder), "--prefix", f"{subject}_{role}",
                 *shlex.split(stage.args.get("image", "")),
                 "--device", "cpu", "--seed", str(ctx.seed)]  # the fit runs on CPU
     # The meshes/ folder is not listed: --resume compares files (it comes with the rest).
