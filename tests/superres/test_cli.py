@@ -62,6 +62,19 @@ def test_latent_with_long_axis_same_seed_same_bytes(runner, subject, tiny_prior,
     k = read_image(subject / "seg_sa.nii.gz", kind="label").shape3[2]
     assert len(meta["result"]["slice_shifts_mm"]) == k
     assert meta["result"]["long_axis_views"] == 2 and meta["parameters"]["method"] == "latent"
+    assert meta["parameters"]["shape_from"] == "stack"
+    assert any(meta["result"]["slice_refined_on_long_axis"])
+    # the decoded shape instead, and the image with the same shifts undone
+    res = run(runner, *args, "--shape-from", "prior", "--output", tmp_path / "p.nii.gz",
+              "--image", subject / "sa.nii.gz", "--output-image", tmp_path / "pimg.nii.gz")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "p.nii.gz").read_bytes() != outputs[0]
+    prior_meta = json.loads((tmp_path / "p.json").read_text())
+    assert prior_meta["parameters"]["shape_from"] == "prior"
+    assert prior_meta["result"]["slice_shifts_mm"] == meta["result"]["slice_shifts_mm"]
+    image = read_image(tmp_path / "pimg.nii.gz")
+    assert image.shape3 == read_image(tmp_path / "p.nii.gz").shape3
+    assert np.asarray(image.data).max() > 100
 
 
 def _sheet(path, rows, columns):
