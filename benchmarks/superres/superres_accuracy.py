@@ -3,8 +3,8 @@
 For each test subject and frame (ED, ES): each method super-resolves the short-axis labels
 (the ground-truth `seg_sa`, or a segment-cascaded prediction) onto the subject's `gt_*`
 grid; Dice and HD95 per label against `gt_*`; the latent method's per-slice shifts against
-`truth.json`; the joint method's image against `hr_*` (PSNR, SSIM) beside SimpleITK's
-B-spline. CPU seconds per frame are process times of this single-threaded process.
+`truth.json`; the joint method's image against `hr_*` (PSNR, SSIM; PSNR also over the
+voxels the stack covers, as outside it B-spline writes 0) beside SimpleITK's B-spline. CPU seconds per frame are process times of this single-threaded process.
 
 Run (after writing the cohorts and training the models, see README.md):
     python benchmarks/superres/superres_accuracy.py --cohort W/ssfp --subjects 0-9 \
@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from medflow.io.images import read_image
-from medflow.superres.baselines import bspline_image, sdf_labels
+from medflow.superres.baselines import bspline_image, sdf_labels, stack_coverage
 from medflow.superres.inputs import frames_of, select_frames
 from medflow.superres.latent import FitOptions
 from medflow.superres.metrics import label_scores, psnr, ssim
@@ -124,8 +124,13 @@ def main() -> None:
                     if base == "latent":
                         row.update(shift_errors(res.info, truth, la))
                     if res.image is not None:
-                        row["psnr_db"] = psnr(res.image, np.asarray(hr.data))
-                        row["ssim"] = ssim(res.image, np.asarray(hr.data))
+                        ref = np.asarray(hr.data)
+                        row["psnr_db"] = psnr(res.image, ref)
+                        row["ssim"] = ssim(res.image, ref)
+                        # where the stack says something: outside it every method guesses
+                        covered = stack_coverage(stack.shape, seg.affine, gt.affine,
+                                                 gt.shape3)
+                        row["psnr_in_stack_db"] = psnr(res.image[covered], ref[covered])
                     rows.append(row)
                     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
                                       for k, v in row.items()}), flush=True)

@@ -38,6 +38,14 @@ def _inside(ijk: np.ndarray, stack_shape) -> np.ndarray:
     return np.all((ijk > -0.5) & (ijk < np.array(stack_shape[:3])[:, None] - 0.5), axis=0)
 
 
+def stack_coverage(stack_shape, stack_affine: np.ndarray, affine: np.ndarray, shape
+                   ) -> np.ndarray:
+    """(X, Y, Z) bool: the output voxels the stack covers (within half a slice spacing of
+    a slice, inside the in-plane field of view), where the baselines write values."""
+    ijk = stack_coordinates(stack_affine, affine, shape)
+    return _inside(ijk, stack_shape).reshape(tuple(shape))
+
+
 def _clamped_slices(ijk: np.ndarray, n: int) -> np.ndarray:
     """Points between the outer slice centre and its slab edge take that slice's values."""
     out = ijk.copy()

@@ -85,8 +85,8 @@ class FitResult:
         frame: the final canonical frame (world <-> canonical).
         shifts_mm: (K, 2) per-slice shifts along the stack's voxel axes i, j (the
             ``truth.json`` convention).
-        slice_has_labels: (K,) whether a slice held foreground (others' shifts are
-            not determined by the data).
+        slice_has_labels: (K,) whether a slice held foreground (the others' shifts are
+            not determined by the data: they are the labelled slices' mean).
         history: loss per iteration.
         seconds: wall time of the optimisation.
     """
@@ -207,9 +207,14 @@ def fit_latent(net: ShapeVAE, stack: np.ndarray, stack_affine: np.ndarray,
     history = []
 
     def effective(s):
-        if las or not labelled.any():
+        if not labelled.any():
             return s
-        return s - s[labelled].mean(dim=0, keepdim=True)  # gauge: zero mean (SA only)
+        if not las:
+            s = s - s[labelled].mean(dim=0, keepdim=True)  # gauge: zero mean (SA only)
+        # A slice without labels says nothing about its shift (left free, one drifted
+        # 45 mm on the demo cohort): it takes the labelled slices' mean, and its
+        # background pixels then say "no heart here" where it was acquired.
+        return torch.where(labelled[:, None], s, s[labelled].mean(dim=0, keepdim=True).detach())
 
     for _ in range(opts.iterations):
         logits = net.decode(z[None])[0]
