@@ -41,6 +41,16 @@ def test_check_outputs_catches_every_name_of_an_input(tmp_path):
     check_outputs([tmp_path / "fine.nii.gz", None], [image, dicom])  # no clash: no error
 
 
+def test_two_outputs_that_are_one_file_are_refused(tmp_path):
+    """e.g. super-resolve's --output and --output-image naming one file: the second write
+    would replace the first, and the sidecar would name it twice."""
+    (tmp_path / "link.nii.gz").symlink_to(tmp_path / "out.nii.gz")
+    for second in (tmp_path / "out.nii.gz", tmp_path / "link.nii.gz"):
+        with pytest.raises(OverwriteError) as err:
+            check_outputs([tmp_path / "out.nii.gz", None, second], [])
+        assert err.value.exit_code == 2 and "two outputs would be one file" in str(err.value)
+
+
 def test_disk_full_while_writing_exits_73_and_leaves_nothing(tmp_path):
     with pytest.raises(OutputError) as err:
         with atomic_outputs() as out:

@@ -162,6 +162,7 @@ def test_bad_stacks_are_refused_with_65(runner, tiny_prior, tmp_path, case):
         data = np.where(data == 3, 3, 0)
     else:
         data[0, 0, 0] = 5  # a seg4 label (right atrium) the prior never saw
+        data[1, 0, :] = np.arange(10, 14)  # and more: the message names a few, then counts
     seg = _stack(tmp_path, data)
     res = run(runner, "predict", "--model", folder, "--input", seg, "--output",
               tmp_path / "o.nii.gz")
@@ -170,6 +171,36 @@ def test_bad_stacks_are_refused_with_65(runner, tiny_prior, tmp_path, case):
     assert {"one_slice": "slice", "no_cardiac_labels": "no cardiac labels",
             "other_labels": "not among the labels"}[case] in res.output
     assert not (tmp_path / "o.nii.gz").exists() and not (tmp_path / "o_ed.nii.gz").exists()
+    if case == "other_labels":
+        assert "[5, 10, 11, 12, 13]" in res.output
+
+
+def test_output_image_without_image_is_a_usage_error(runner, tmp_path):
+    seg = _stack(tmp_path, _ring_stack())
+    res = run(runner, "predict", "--method", "sdf", "--input", seg, "--output",
+              tmp_path / "o.nii.gz", "--output-image", tmp_path / "i.nii.gz")
+    assert res.exit_code == 2 and "--output-image needs --image" in res.output
+    assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_a_long_axis_frame_without_labels_is_left_out(runner, subject, tiny_prior, tmp_path):
+    """Labels in some frames but not this one: that view says nothing about this frame."""
+    folder, _ = tiny_prior
+    la = read_image(subject / "seg_la_4ch.nii.gz", kind="label")
+    data = np.asarray(la.data).copy()
+    data[..., 0] = 0  # the ED frame left unlabelled
+    empty_ed = tmp_path / "la4_empty_ed.nii.gz"
+    write_nifti(Volume(data, la.affine, kind="label"), empty_ed)
+    res = run(runner, "predict", "--model", folder, "--input", subject / "seg_sa.nii.gz",
+              "--la-2ch", subject / "seg_la_2ch.nii.gz", "--la-4ch", empty_ed,
+              "--output", tmp_path / "o_{frame}.nii.gz", "--iterations", "5")
+    assert res.exit_code == 0, res.output
+    ed = json.loads((tmp_path / "o_ed.json").read_text())["result"]
+    es = json.loads((tmp_path / "o_es.json").read_text())["result"]
+    assert ed["long_axis_views"] == 1 and es["long_axis_views"] == 2
+    # only slices with labels are refined (the others have nothing to be refined by)
+    assert not any(r and not h for r, h in zip(ed["slice_refined_on_long_axis"],
+                                                ed["slice_has_labels"]))
 
 
 @pytest.mark.parametrize("case", ["far_away", "parallel"])

@@ -108,7 +108,8 @@ class _Identities:
 
 def check_outputs(outputs: Iterable[str | os.PathLike | None],
                   inputs: Iterable[str | os.PathLike | None]) -> None:
-    """Refuse, before any work, an output that would be written over an input.
+    """Refuse, before any work, an output that would be written over an input, or two
+    outputs that are one file.
 
     Every command passes every file it is going to write (images, sidecars, tables,
     plots) and every file or folder it reads through this one rule.
@@ -120,7 +121,8 @@ def check_outputs(outputs: Iterable[str | os.PathLike | None],
             ``<zip or folder>#<series>`` cell protects the zip or folder.
 
     Raises:
-        OverwriteError: exit 2, one line naming the output and the input.
+        OverwriteError: exit 2, one line naming the output and the input (or the other
+            output).
 
     Note:
         Paths are compared after following symbolic links, and existing files also by
@@ -152,8 +154,13 @@ def check_outputs(outputs: Iterable[str | os.PathLike | None],
         return inside[folder]
 
     clashes = []
+    planned: dict[str, str] = {}  # real path -> the output that claimed it first
     for out in (os.fspath(p) for p in outputs if p is not None):
         real, inode, _ = ids.of(out)
+        if real in planned:  # e.g. --output and --output-image naming one file
+            raise OverwriteError(f"is also the output {planned[real]}: two outputs would "
+                                 "be one file; nothing was written", out)
+        planned[real] = out
         hit = by_path.get(real) or (inode and by_inode.get(inode)) or (
             folders and input_folder_of(os.path.dirname(real)))
         if hit:

@@ -77,7 +77,8 @@ def check_plan(ctx: plan.Context, samplesheet: Path, stages: list[Stage]) -> Non
         outputs += [*task.outputs, execute.record_path(info, task),
                     execute.log_path(info, task)]
         outputs += [task.sheet_path] if task.sheet_path else []
-    check_outputs(outputs, user_inputs(ctx, samplesheet, stages))
+    # a stage table is both a task's output and the runner's: one file, listed twice
+    check_outputs(list(dict.fromkeys(outputs)), user_inputs(ctx, samplesheet, stages))
 
 
 def remove_runner_temporaries(ctx: plan.Context, samplesheet: Path,

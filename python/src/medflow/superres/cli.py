@@ -187,6 +187,8 @@ def predict_cmd(method, model_dir, seg, image, la_2ch, la_4ch, output, output_im
         raise click.UsageError("--input and --output go together")
     if not single and not (samplesheet and outdir):
         raise click.UsageError("--samplesheet and --outdir go together")
+    if output_image is not None and image is None:
+        raise click.UsageError("--output-image needs --image (the stack's image)")
     if method in ("latent", "joint", None) and model_dir is None:
         raise click.UsageError("--model is needed (or --method nearest|linear|sdf)")
     la = {k: v for k, v in (("2ch", la_2ch), ("4ch", la_4ch)) if v is not None}

@@ -43,7 +43,9 @@ def check_labels(vol: Volume, known: tuple[int, ...], path, model) -> None:
     """Refuse a stack whose labels the model was not trained for (65)."""
     unknown = sorted(set(np.unique(np.asarray(vol.data)).tolist()) - set(known))
     if unknown:
-        raise InvalidDataError(f"labels {unknown} are not among the labels {list(known)} the "
+        shown = f"{unknown[:8]}"[:-1] + (f", ... ({len(unknown)} values)]"
+                                          if len(unknown) > 8 else "]")
+        raise InvalidDataError(f"labels {shown} are not among the labels {list(known)} the "
                                f"model {model} was trained for", path)
 
 

@@ -74,12 +74,13 @@ def refine_shifts(stack: np.ndarray, stack_affine: np.ndarray, long_axis,
         band_mm: long-axis pixels this close to a slice's centre plane count.
 
     Returns:
-        (shifts (K, 2) mm, crossed (K,) bool: slices that long-axis pixels reached; the
-        others keep their starting shift).
+        (shifts (K, 2) mm, crossed (K,) bool: slices with labels that long-axis pixels
+        reached; the others keep their starting shift).
     """
     k_of, ij, classes = _crossings(np.shape(stack), stack_affine, long_axis, labels, band_mm)
     n = np.shape(stack)[2]
-    crossed = np.bincount(k_of, minlength=n) > 0
+    # a slice without labels has flat distances: nothing to refine it by
+    crossed = (np.bincount(k_of, minlength=n) > 0) & (np.asarray(stack) > 0).any(axis=(0, 1))
     start = np.asarray(shifts_mm, np.float64)
     if not crossed.any() or steps < 1:
         return start.copy(), crossed
