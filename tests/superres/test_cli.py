@@ -203,6 +203,21 @@ def test_a_long_axis_frame_without_labels_is_left_out(runner, subject, tiny_prio
                                                 ed["slice_has_labels"]))
 
 
+def test_another_subjects_long_axis_is_refused_with_65(runner, subject, tiny_prior, tmp_path):
+    """Planes that cross the stack but show another heart would pull every shift tens of
+    millimetres: their labels agree with the stack's on a fraction of the crossing pixels
+    (own planes: 0.86 or more on the demo cohort)."""
+    folder, _ = tiny_prior
+    other = tmp_path / "other"
+    write_cardiac_subject(other, "sub-1", seed=11, frames=2)
+    res = run(runner, "predict", "--model", folder, "--input", subject / "seg_sa.nii.gz",
+              "--la-2ch", other / "seg_la_2ch.nii.gz", "--la-4ch", other / "seg_la_4ch.nii.gz",
+              "--frames", "ed", "--output", tmp_path / "o.nii.gz")
+    assert res.exit_code == 65, res.output
+    assert "agree with the short-axis labels" in res.output and len(res.output.splitlines()) == 1
+    assert not (tmp_path / "o.nii.gz").exists()
+
+
 @pytest.mark.parametrize("case", ["far_away", "parallel"])
 def test_long_axis_that_does_not_cross_the_stack_is_refused(runner, tiny_prior, tmp_path, case):
     folder, _ = tiny_prior

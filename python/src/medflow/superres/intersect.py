@@ -35,6 +35,11 @@ TAU_MM = 1.0
 ANCHOR_WEIGHT = 1e-3
 #: Adam step (mm).
 LR_MM = 0.2
+#: Below this agreement as acquired, the long-axis labels are not of this heart and frame:
+#: on the demo cohort a subject's own planes agree on 0.86-0.94 of the crossing pixels
+#: before any correction (ED and ES of 50 subjects; the same from segment-cascaded's
+#: predictions; about 0.98 after), another subject's on 0.12-0.33.
+MIN_AGREEMENT = 0.5
 
 
 def _crossings(stack_shape, stack_affine: np.ndarray, long_axis, labels, band_mm: float):
@@ -56,6 +61,27 @@ def _crossings(stack_shape, stack_affine: np.ndarray, long_axis, labels, band_mm
         ij.append(v[keep][known, :2])
         classes.append(np.array([lut[val] for val in values[known]], np.int64))
     return np.concatenate(slices), np.concatenate(ij), np.concatenate(classes)
+
+
+def agreement(stack: np.ndarray, stack_affine: np.ndarray, long_axis,
+              shifts_mm: np.ndarray | None = None, labels=(0, 1, 2, 3),
+              band_mm: float = 1.0) -> float | None:
+    """The fraction of crossing pixels (long-axis pixels within ``band_mm`` of a slice's
+    centre plane, foreground in either view) where the slice, with ``shifts_mm`` undone,
+    shows the long-axis pixel's label; None when no labelled pixel crosses."""
+    from scipy.ndimage import map_coordinates
+
+    k_of, ij, classes = _crossings(np.shape(stack), stack_affine, long_axis, labels, band_mm)
+    spacing = np.linalg.norm(np.asarray(stack_affine)[:3, :2], axis=0)
+    shifts = np.zeros((np.shape(stack)[2], 2)) if shifts_mm is None else np.asarray(shifts_mm)
+    seen = np.zeros(len(k_of), int)
+    for k in np.unique(k_of):
+        at = k_of == k
+        pos = ij[at] + shifts[k] / spacing
+        seen[at] = map_coordinates(np.asarray(stack)[..., k], pos.T, order=0, mode="nearest")
+    seen = np.searchsorted(labels, seen)
+    fg = (seen > 0) | (classes > 0)
+    return float((seen[fg] == classes[fg]).mean()) if fg.any() else None
 
 
 def refine_shifts(stack: np.ndarray, stack_affine: np.ndarray, long_axis,

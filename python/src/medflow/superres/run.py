@@ -84,10 +84,16 @@ def super_resolve_frame(method: str, stack: np.ndarray, stack_affine: np.ndarray
 def _latent_frame(net, stack, stack_affine, affine, shape, image, long_axis, fit_options,
                   seed):
     """The latent method on one frame: (labels, image or None, sidecar info)."""
-    from medflow.superres.intersect import refine_shifts
+    from medflow.superres.intersect import MIN_AGREEMENT, agreement, refine_shifts
     from medflow.superres.latent import FitOptions, fit_latent, render_labels
 
     opts = fit_options or FitOptions()
+    acquired = agreement(stack, stack_affine, long_axis, None, net.cfg.labels) \
+        if long_axis else None
+    if acquired is not None and acquired < MIN_AGREEMENT:
+        raise ValueError(f"the long-axis labels (--la-2ch/--la-4ch) agree with the short-axis "
+                         f"labels on {acquired:.0%} of the pixels where the planes cross "
+                         f"(< {MIN_AGREEMENT:.0%}): another subject's or frame's?")
     fit = fit_latent(net, stack, stack_affine, long_axis, opts, seed)
     shifts, crossed = fit.shifts_mm, np.zeros(len(fit.shifts_mm), bool)
     if long_axis and opts.refine_steps:
@@ -103,6 +109,10 @@ def _latent_frame(net, stack, stack_affine, affine, shape, image, long_axis, fit
     info = {"shape_from": opts.shape_from, "slice_shifts_mm": shifts.round(4).tolist(),
             "latent_slice_shifts_mm": fit.shifts_mm.round(4).tolist(),
             "slice_refined_on_long_axis": crossed.tolist(),
+            "long_axis_agreement": None if acquired is None else {
+                "acquired": round(acquired, 4),
+                "corrected": round(agreement(stack, stack_affine, long_axis, shifts,
+                                             net.cfg.labels), 4)},
             "slice_has_labels": fit.slice_has_labels.tolist(),
             "canonical_frame": fit.frame.as_dict(), "final_loss": fit.history[-1],
             "iterations": len(fit.history), "long_axis_views": len(long_axis)}
