@@ -155,12 +155,12 @@ def check_outputs(outputs: Iterable[str | os.PathLike | None],
 
     clashes = []
     planned: dict[str, str] = {}  # real path -> the output that claimed it first
+    twice = None  # e.g. --output and --output-image naming one file
     for out in (os.fspath(p) for p in outputs if p is not None):
         real, inode, _ = ids.of(out)
-        if real in planned:  # e.g. --output and --output-image naming one file
-            raise OverwriteError(f"is also the output {planned[real]}: two outputs would "
-                                 "be one file; nothing was written", out)
-        planned[real] = out
+        if real in planned and twice is None:
+            twice = (out, planned[real])
+        planned.setdefault(real, out)
         hit = by_path.get(real) or (inode and by_inode.get(inode)) or (
             folders and input_folder_of(os.path.dirname(real)))
         if hit:
@@ -170,3 +170,6 @@ def check_outputs(outputs: Iterable[str | os.PathLike | None],
         more = f" (and {len(clashes) - 1} more output(s))" if len(clashes) > 1 else ""
         raise OverwriteError(f"would overwrite the input {hit}; nothing was written{more}",
                              out)
+    if twice:  # after the inputs: writing over an input is the graver mistake to name
+        raise OverwriteError(f"is also the output {twice[1]}: two outputs would be one file; "
+                             "nothing was written", twice[0])
