@@ -31,10 +31,18 @@ main()
 """
 
 
+def _block(sig):
+    """A parent that blocked the signal (e.g. a test runner's worker thread): the child
+    inherits the mask."""
+    return lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {sig})
+
+
+@pytest.mark.parametrize("blocked", [False, True], ids=["plain", "parent_blocked_it"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_interrupted_tool_leaves_nothing_and_dies_by_the_signal(tmp_path, sig):
+def test_interrupted_tool_leaves_nothing_and_dies_by_the_signal(tmp_path, sig, blocked):
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_block(sig) if blocked else None)
     assert proc.stdout.readline().strip() == "writing"
     assert len(list(tmp_path.iterdir())) == 2  # the two temporaries
     proc.send_signal(sig)

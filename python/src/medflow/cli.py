@@ -133,6 +133,9 @@ def main() -> None:
     never exits 130-145 by choice. ``medflow pipeline`` handles them itself (exit 130)."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupt)
+    # A parent may have blocked them (an inherited signal mask: a test runner's worker
+    # thread did, and the tool then ignored SIGINT); a blocked signal never reaches us.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         cli.main(prog_name="medflow")
     except SystemExit:
