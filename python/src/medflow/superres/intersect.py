@@ -25,9 +25,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.ndimage import map_coordinates
 
 from medflow.superres.baselines import signed_distance_2d
 from medflow.superres.geometry import apply_affine, voxel_points
+from medflow.superres.shapes import class_map
 
 #: Softness of the class boundaries (mm): about a stack pixel.
 TAU_MM = 1.0
@@ -47,7 +49,7 @@ def _crossings(stack_shape, stack_affine: np.ndarray, long_axis, labels, band_mm
     inv = np.linalg.inv(np.asarray(stack_affine, np.float64))
     thickness = float(np.linalg.norm(np.asarray(stack_affine)[:3, 2]))
     x, y, n = stack_shape
-    lut = {v: c for c, v in enumerate(labels)}
+    values_of = np.asarray(labels)
     slices, ij, classes = [np.zeros(0, int)], [np.zeros((0, 2))], [np.zeros(0, np.int64)]
     for lab, affine in long_axis:
         v = apply_affine(inv, voxel_points(affine, np.shape(lab)).reshape(-1, 3))
@@ -56,10 +58,10 @@ def _crossings(stack_shape, stack_affine: np.ndarray, long_axis, labels, band_mm
                 & (v[:, 0] > -0.5) & (v[:, 0] < x - 0.5) & (v[:, 1] > -0.5)
                 & (v[:, 1] < y - 0.5))
         values = np.asarray(lab).reshape(-1)[keep]
-        known = np.array([val in lut for val in values], bool)
+        known = np.isin(values, values_of)  # other values are left out, not guessed
         slices.append(k[keep][known])
         ij.append(v[keep][known, :2])
-        classes.append(np.array([lut[val] for val in values[known]], np.int64))
+        classes.append(np.argmax(values[known][:, None] == values_of, axis=1))
     return np.concatenate(slices), np.concatenate(ij), np.concatenate(classes)
 
 
@@ -69,17 +71,15 @@ def agreement(stack: np.ndarray, stack_affine: np.ndarray, long_axis,
     """The fraction of crossing pixels (long-axis pixels within ``band_mm`` of a slice's
     centre plane, foreground in either view) where the slice, with ``shifts_mm`` undone,
     shows the long-axis pixel's label; None when no labelled pixel crosses."""
-    from scipy.ndimage import map_coordinates
-
     k_of, ij, classes = _crossings(np.shape(stack), stack_affine, long_axis, labels, band_mm)
     spacing = np.linalg.norm(np.asarray(stack_affine)[:3, :2], axis=0)
     shifts = np.zeros((np.shape(stack)[2], 2)) if shifts_mm is None else np.asarray(shifts_mm)
+    stack_classes = class_map(stack, tuple(labels))
     seen = np.zeros(len(k_of), int)
     for k in np.unique(k_of):
         at = k_of == k
         pos = ij[at] + shifts[k] / spacing
-        seen[at] = map_coordinates(np.asarray(stack)[..., k], pos.T, order=0, mode="nearest")
-    seen = np.searchsorted(labels, seen)
+        seen[at] = map_coordinates(stack_classes[..., k], pos.T, order=0, mode="nearest")
     fg = (seen > 0) | (classes > 0)
     return float((seen[fg] == classes[fg]).mean()) if fg.any() else None
 
