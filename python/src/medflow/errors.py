@@ -60,6 +60,13 @@ def size_text(nbytes: float) -> str:
     return f"{int(nbytes)} B"
 
 
+def first_of(items: list[str], shown: int = 5, sep: str = "; ") -> str:
+    """The first ``shown`` items joined, then how many more: a message naming every one of
+    thousands of problems is no longer one line a person reads."""
+    text = sep.join(items[:shown])
+    return text + (f"{sep}and {len(items) - shown} more" if len(items) > shown else "")
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import jsonschema
 import pandas as pd
 
-from medflow.errors import InvalidDataError, MissingInputError
+from medflow.errors import InvalidDataError, MissingInputError, first_of
 from medflow.io.paths import SERIES_MARK, absolute, split_series
 
 KINDS = ("generic", "cardiac", "brats")
@@ -119,6 +119,7 @@ def load_samplesheet(path: str | os.PathLike, kind: str | None = None,
     validator = jsonschema.Draft202012Validator(schema)
     problems: list[str] = []
     missing: list[str] = []
+    relative_missing = False
     needed = set(schema.get("required", [])) | set(required_roles)
     for col in sorted(needed - set(df.columns)):
         problems.append(f"missing column '{col}'")
@@ -160,6 +161,7 @@ def load_samplesheet(path: str | os.PathLike, kind: str | None = None,
             df.at[i, col] = str(full) + (f"{SERIES_MARK}{series}" if series else "")
             if check_files and not full.exists():
                 missing.append(f"row {rowno}, column '{col}': file not found: {name}")
+                relative_missing |= not Path(name).is_absolute()
             elif check_files and series is not None:
                 problem = _series_problem(full, series)
                 if problem:
@@ -167,10 +169,17 @@ def load_samplesheet(path: str | os.PathLike, kind: str | None = None,
     for col in df.columns:
         df[col] = df[col].map(lambda v: v if isinstance(v, str) and v.strip() else None)
     if problems or missing:
-        n = len(problems) + len(missing)
-        msg = f"{n} problem{'s' if n > 1 else ''}: " + "; ".join(problems + missing)
-        cls = InvalidDataError if problems else MissingInputError
-        raise cls(msg, path)
+        raise (InvalidDataError if problems else MissingInputError)(
+            _summary(problems + missing, relative_missing, base), path)
     df.attrs["kind"] = kind
     df.attrs["path"] = str(path)
     return df
+
+
+def _summary(problems: list[str], relative_missing: bool, base: Path) -> str:
+    """One line: the count, the first problems, and where relative paths were looked for."""
+    n = len(problems)
+    msg = f"{n} problem{'s' if n > 1 else ''}: " + first_of(problems)
+    if relative_missing:
+        msg += f" (relative paths are read from the samplesheet's folder, {base})"
+    return msg

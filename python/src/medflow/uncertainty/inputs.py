@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medflow.errors import InvalidDataError
+from medflow.errors import InvalidDataError, first_of
 from medflow.io.images import read_image
 from medflow.io.volume import Volume, same_space
 from medflow.uncertainty.regions import (Region, channel_names, region_probabilities,
@@ -258,7 +258,7 @@ def cases_from_samplesheet(sheet: pd.DataFrame, regions: tuple[Region, ...],
     empty = [f"{row['subject']}: {c}" for row in sheet.to_dict("records") for c in needed
              if not row.get(c)]
     if empty:
-        raise InvalidDataError(f"empty cells: {'; '.join(empty)}", path)
+        raise InvalidDataError(f"{len(empty)} empty cell(s): {first_of(empty)}", path)
     cases = []
     for row in sheet.to_dict("records"):
         if calibration_only:
