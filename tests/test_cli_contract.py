@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from medflow import __version__
 from medflow.cli import COMMANDS, cli
 
@@ -58,3 +60,27 @@ def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "medflow", "--version"], capture_output=True,
                          text=True)
     assert out.returncode == 0 and __version__ in out.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["preprocess", "--input", "{img}", "--output", "{tmp}/out.mha"],
+    ["segment-cascaded", "predict", "--model", "{tmp}", "--input", "{img}", "--output",
+     "{tmp}/seg.png"],
+    ["segment-cascaded", "predict", "--model", "{tmp}", "--input", "{img}", "--output",
+     "{tmp}/seg.nii.gz", "--uncertainty", "{tmp}/unc.nrrd"],
+    ["segment-cascaded", "predict", "--model", "{tmp}", "--input", "{img}", "--output",
+     "{tmp}/seg.nii.gz", "--probabilities", "{tmp}/prob.npy"],
+    ["super-resolve", "predict", "--method", "sdf", "--input", "{img}", "--output",
+     "{tmp}/hr_{{frame}}.mhd"],
+    ["super-resolve", "predict", "--method", "sdf", "--input", "{img}", "--output",
+     "{tmp}/hr.nii.gz", "--image", "{img}", "--output-image", "{tmp}/hr.nii.gzz"],
+], ids=["preprocess", "segment", "segment-uncertainty", "segment-probabilities",
+        "super-resolve", "super-resolve-image"])
+def test_an_output_image_name_nibabel_cannot_write_is_a_usage_error_first(runner, tmp_path,
+                                                                          args):
+    """Every image output is NIfTI: another extension is exit 2 before any file is read."""
+    img = tmp_path / "missing_input.nii.gz"  # not even there: the name is checked first
+    result = runner.invoke(cli, [a.format(img=img, tmp=tmp_path) for a in args])
+    assert result.exit_code == 2, result.output
+    assert ".nii" in result.output and "\n" not in result.output.strip().splitlines()[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

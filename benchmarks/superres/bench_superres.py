@@ -57,6 +57,8 @@ def main() -> None:
     if a.joint:
         cases["joint"] = ["--model", str(a.joint), "--image", "{sa}", "--output-image",
                           "{out}/img_{{frame}}.nii.gz"]
+        if (a.joint / "prior").is_dir():  # trained with --prior: it takes the long axis
+            cases["joint_la"] = [*cases["joint"], "--la-2ch", "{la2}", "--la-4ch", "{la4}"]
     totals: dict[str, dict] = {}
     for i in range(lo, hi + 1):
         folder = a.cohort / f"sub-{i:03d}"

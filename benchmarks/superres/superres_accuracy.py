@@ -27,7 +27,7 @@ from medflow.superres.baselines import bspline_image, sdf_labels, stack_coverage
 from medflow.superres.inputs import frames_of, select_frames
 from medflow.superres.latent import FitOptions
 from medflow.superres.metrics import label_scores, psnr, ssim
-from medflow.superres.modelio import load_model
+from medflow.superres.modelio import load_joint, load_model
 from medflow.superres.run import FrameResult, super_resolve_frame
 
 NAMES = {1: "lv", 2: "myo", 3: "rv"}
@@ -55,11 +55,13 @@ def main() -> None:
     ap.add_argument("--joint", type=Path)
     ap.add_argument("--pred", type=Path, help="segment-cascaded batch output folder")
     ap.add_argument("--methods", default="nearest,linear,sdf,sdf_true,latent,latent_la,"
-                    "latent_la_unrefined,latent_prior,latent_la_prior,joint",
+                    "latent_la_unrefined,latent_prior,latent_la_prior,joint,joint_la",
                     help="latent*: the fitted shifts undone on the stack (interpolated like "
                          "sdf); *_la: with the long axis (shifts refined on it; "
                          "*_unrefined: not); *_prior: the decoded shape instead; "
-                         "sdf_true: sdf with truth.json's shifts undone (the ceiling)")
+                         "sdf_true: sdf with truth.json's shifts undone (the ceiling); "
+                         "joint: the --joint model (one trained with --prior motion-corrects "
+                         "with it, joint_la with the long axis too)")
     ap.add_argument("--iterations", type=int, default=120)
     ap.add_argument("--tag", default="")
     ap.add_argument("--out", type=Path, required=True)
@@ -69,7 +71,8 @@ def main() -> None:
     methods = a.methods.split(",")
     prior = load_model(a.prior, "latent")[0] if a.prior and any(
         m.startswith("latent") for m in methods) else None
-    joint = load_model(a.joint, "joint")[0] if a.joint and "joint" in methods else None
+    joint, _, joint_prior = load_joint(a.joint) if a.joint and any(
+        m.startswith("joint") for m in methods) else (None, None, None)
     sources = {"gt_seg": None} | ({"predicted_seg": a.pred} if a.pred else {})
     rows = []
     for i in range(lo, hi + 1):
@@ -92,10 +95,10 @@ def main() -> None:
                           for n in ("2ch", "4ch"))]
                 for method in methods:
                     if method.startswith("latent") and prior is None or \
-                            method == "joint" and joint is None:
+                            method.startswith("joint") and joint is None:
                         continue
                     base = method.split("_")[0]
-                    la = method.startswith("latent_la")
+                    la = method.startswith(("latent_la", "joint_la"))
                     t0 = time.process_time()
                     frame_image = frames_of(image)[..., t]
                     if method == "sdf_true":  # the ceiling: truth.json's shifts undone
@@ -115,13 +118,13 @@ def main() -> None:
                                 iterations=a.iterations,
                                 shape_from="prior" if method.endswith("_prior") else "stack",
                                 refine_steps=0 if method.endswith("_unrefined") else 150),
-                            seed=0)
+                            seed=0, prior=joint_prior if base == "joint" else None)
                     cpu = time.process_time() - t0
                     row = {"subject": sub, "frame": frame, "source": source, "method": method,
                            "cpu_s": round(cpu, 3),
                            **label_scores(res.labels, np.asarray(gt.data), gt.spacing,
                                           NAMES)}
-                    if base == "latent":
+                    if "slice_shifts_mm" in res.info:
                         row.update(shift_errors(res.info, truth, la))
                     if res.image is not None:
                         ref = np.asarray(hr.data)

@@ -134,6 +134,64 @@ def test_train_joint_then_predict_image_and_labels(runner, subject, tmp_path):
     assert (tmp_path / "batch" / "sub-0" / "sub-0_sa_hrimage_ed.nii.gz").exists()
 
 
+def test_joint_trained_with_a_prior_motion_corrects_in_training_and_prediction(
+        runner, subject, tiny_prior, tmp_path):
+    folder, _ = tiny_prior
+    cols = ["subject", "sa", "seg_sa", "seg_la_2ch", "seg_la_4ch", "hr_ed", "hr_es", "gt_ed",
+            "gt_es"]
+    sheet = _sheet(tmp_path / "sheet.csv",
+                   [{"subject": "sub-0", **{c: subject / f"{c}.nii.gz" for c in cols[1:]}}], cols)
+    res = run(runner, "train", "--samplesheet", sheet, "--out", tmp_path / "joint",
+              "--la-roles", "seg_la_2ch")
+    assert res.exit_code == 2 and "give --prior" in res.output
+    res = run(runner, "train", "--samplesheet", sheet, "--out", tmp_path / "joint", "--steps",
+              "2", "--val-fraction", "0", "--prior", folder, "--la-roles",
+              "seg_la_2ch,seg_la_4ch")
+    assert res.exit_code == 0, res.output
+    card = json.loads((tmp_path / "joint" / "model.json").read_text())
+    assert card["training"]["motion_correction"]["long_axis_roles"] == ["seg_la_2ch",
+                                                                         "seg_la_4ch"]
+    for name in ("model.json", "model.safetensors"):  # the model folder carries its prior
+        assert (tmp_path / "joint" / "prior" / name).read_bytes() == (folder / name).read_bytes()
+    gt = read_image(subject / "gt_ed.nii.gz", kind="label")
+    small = gt.affine.copy()
+    small[:3, :3] *= 2.0
+    ref = tmp_path / "grid.nii.gz"
+    write_nifti(Volume(np.zeros((24, 24, 20), np.uint8), small), ref)
+    args = ["predict", "--model", tmp_path / "joint", "--input", subject / "seg_sa.nii.gz",
+            "--image", subject / "sa.nii.gz", "--grid-like", ref, "--frames", "ed",
+            "--iterations", "5"]
+    res = run(runner, *args, "--la-4ch", subject / "seg_la_4ch.nii.gz", "--output",
+              tmp_path / "l.nii.gz", "--output-image", tmp_path / "i.nii.gz")
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "l.json").read_text())
+    k = read_image(subject / "seg_sa.nii.gz", kind="label").shape3[2]
+    assert meta["result"]["motion_corrected"] and len(meta["result"]["slice_shifts_mm"]) == k
+    assert meta["result"]["long_axis_views"] == 1 and meta["parameters"]["iterations"] == 5
+    # another subject's long axis is refused as it is for latent
+    other = tmp_path / "other"
+    write_cardiac_subject(other, "sub-9", seed=11, frames=2)
+    res = run(runner, *args, "--la-4ch", other / "seg_la_4ch.nii.gz", "--output",
+              tmp_path / "o.nii.gz")
+    assert res.exit_code == 65 and "agree" in res.output
+    assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_joint_without_a_prior_refuses_long_axis_labels(runner, subject, tmp_path):
+    cols = ["subject", "sa", "seg_sa", "hr_ed", "hr_es", "gt_ed", "gt_es"]
+    sheet = _sheet(tmp_path / "sheet.csv",
+                   [{"subject": "sub-0", **{c: subject / f"{c}.nii.gz" for c in cols[1:]}}], cols)
+    res = run(runner, "train", "--samplesheet", sheet, "--out", tmp_path / "joint", "--steps",
+              "1", "--val-fraction", "0")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "joint" / "model.json").read_text()
+                      )["training"]["motion_correction"] is None
+    res = run(runner, "predict", "--model", tmp_path / "joint", "--input",
+              subject / "seg_sa.nii.gz", "--image", subject / "sa.nii.gz", "--la-4ch",
+              subject / "seg_la_4ch.nii.gz", "--output", tmp_path / "x.nii.gz")
+    assert res.exit_code == 65 and "train --prior" in res.output
+
+
 # ---------------------------------------------------------------- bad inputs
 def _stack(tmp_path, data, name="seg.nii.gz", affine=None):
     path = tmp_path / name

@@ -17,6 +17,26 @@ log = logging.getLogger("medflow")
 AUGMENT_MODES = ("none", "standard", "gin-ipa", "remap", "adv-chain", "gin-ipa+adv-chain")
 
 
+class NiftiPath(click.Path):
+    """An output image's path: the name must end in .nii or .nii.gz (any case), or the
+    command stops with a usage error (exit 2) before any work; nibabel would refuse the
+    name only when the result is written."""
+
+    name = "nifti"
+
+    def __init__(self) -> None:
+        from pathlib import Path
+
+        super().__init__(dir_okay=False, path_type=Path)
+
+    def convert(self, value, param, ctx):
+        path = super().convert(value, param, ctx)
+        if not str(path).lower().endswith((".nii", ".nii.gz")):
+            self.fail(f"{str(value)!r}: images are written as NIfTI; end the name in .nii or "
+                      ".nii.gz", param, ctx)
+        return path
+
+
 def _set_level(ctx: click.Context) -> None:
     meta = ctx.find_root().meta
     level = logging.WARNING

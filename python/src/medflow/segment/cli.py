@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from medflow.errors import TransientError
-from medflow.options import (AUGMENT_MODES, device_option, is_quiet, parse_triplet,
+from medflow.options import (AUGMENT_MODES, NiftiPath, device_option, is_quiet, parse_triplet,
                              resolve_device, seed_option, show_progress, verbosity_options)
 
 log = logging.getLogger("medflow")
@@ -195,11 +195,11 @@ def train_cmd(samplesheet, image_role, label_role, out, epochs, patch, stage1_fa
               help="Model folder written by train.")
 @click.option("--input", "inputs", multiple=True, type=click.Path(path_type=Path),
               help="Image (repeat for several channels in the model's order).")
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--output", type=NiftiPath(),
               help="Label map to write (.nii is written through a memory map).")
-@click.option("--probabilities", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--probabilities", type=NiftiPath(),
               help="Also write class probabilities (X,Y,Z[,T],C float32).")
-@click.option("--uncertainty", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--uncertainty", type=NiftiPath(),
               help="Also write uncertainty 0-100 (region models: one file per region).")
 @click.option("--uncertainty-kind", type=click.Choice(["entropy", "disagreement"]),
               default="entropy", show_default=True)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from medflow.options import (device_option, jobs_option, resolve_device, seed_option,
-                             verbosity_options)
+from medflow.options import (NiftiPath, device_option, jobs_option, resolve_device,
+                             seed_option, verbosity_options)
 
 METHODS = ("latent", "joint", "nearest", "linear", "sdf")
 
@@ -90,6 +90,12 @@ def train_prior_cmd(samplesheet, label_role, out, epochs, batch, latent, lr, bet
 @click.option("--hr-label-role", default="gt_ed,gt_es", show_default=True,
               help="High-resolution labels of the ED and ES frames (same grids).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--prior", type=click.Path(path_type=Path),
+              help="A train-prior folder: motion-correct every stack with it (the latent "
+                   "method's shifts) before the network, in training and prediction; it is "
+                   "copied into the model folder.")
+@click.option("--la-roles", default="", help="With --prior: long-axis label columns that "
+                                             "refine the shifts (seg_la_2ch,seg_la_4ch).")
 @click.option("--steps", type=click.IntRange(min=1), default=600, show_default=True)
 @click.option("--batch", type=click.IntRange(min=1), default=2, show_default=True,
               help="Patches (32^3 voxels) per step.")
@@ -99,18 +105,22 @@ def train_prior_cmd(samplesheet, label_role, out, epochs, batch, latent, lr, bet
 @seed_option
 @verbosity_options
 def train_cmd(method, samplesheet, image_role, label_role, hr_image_role, hr_label_role, out,
-              steps, batch, lr, val_fraction, device, seed) -> None:
+              prior, la_roles, steps, batch, lr, val_fraction, device, seed) -> None:
     """Train the joint image/label super-resolution network on thick/HR pairs.
 
     \b
     Example:
-      medflow super-resolve train --method joint --samplesheet demo/samplesheet.csv --out joint
+      medflow super-resolve train --method joint --samplesheet demo/samplesheet.csv \\
+          --prior prior --la-roles seg_la_2ch,seg_la_4ch --out joint
     """
     from medflow.superres.workflow import train_joint_files
 
+    if la_roles and prior is None:
+        raise click.UsageError("--la-roles refine the --prior's motion correction: give --prior")
     card = train_joint_files(samplesheet, image_role, label_role, _roles(hr_image_role),
                              _roles(hr_label_role), out, steps=steps, batch=batch, lr=lr,
-                             val_fraction=val_fraction, device=resolve_device(device), seed=seed)
+                             val_fraction=val_fraction, device=resolve_device(device), seed=seed,
+                             prior=prior, la_roles=_roles(la_roles))
     click.echo(f"{out}  validation: {card['validation']}")
 
 
@@ -123,12 +133,14 @@ def train_cmd(method, samplesheet, image_role, label_role, hr_image_role, hr_lab
               help="Short-axis label stack (3D or cine).")
 @click.option("--image", type=click.Path(path_type=Path),
               help="Its image (joint: required; latent, baselines: B-spline interpolated).")
-@click.option("--la-2ch", type=click.Path(path_type=Path), help="latent: 2-chamber labels.")
-@click.option("--la-4ch", type=click.Path(path_type=Path), help="latent: 4-chamber labels.")
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--la-2ch", type=click.Path(path_type=Path),
+              help="latent, or joint trained with --prior: 2-chamber labels.")
+@click.option("--la-4ch", type=click.Path(path_type=Path),
+              help="latent, or joint trained with --prior: 4-chamber labels.")
+@click.option("--output", type=NiftiPath(),
               help="Labels to write; {frame} in the name is ed, es or tNN (without it, "
                    "several frames are written as NAME_ed.nii.gz, NAME_es.nii.gz).")
-@click.option("--output-image", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--output-image", type=NiftiPath(),
               help="Super-resolved image to write (joint; B-spline with latent or a baseline).")
 @click.option("--frames", default="ed,es", show_default=True, callback=_frames,
               help="ed,es, ed, es or all (ED = frame 0, ES = least LV blood pool).")
@@ -152,7 +164,8 @@ def train_cmd(method, samplesheet, image_role, label_role, hr_image_role, hr_lab
               help="Batch mode: label column.")
 @click.option("--image-role", default=None,
               help="Batch mode: image column [joint: the column the model was trained on].")
-@click.option("--la-roles", default="", help="Batch mode, latent: long-axis label columns "
+@click.option("--la-roles", default="", help="Batch mode, latent (or joint with a prior): "
+                                             "long-axis label columns "
                                              "(seg_la_2ch,seg_la_4ch).")
 @jobs_option
 @device_option
@@ -166,7 +179,8 @@ def predict_cmd(method, model_dir, seg, image, la_2ch, la_4ch, output, output_im
     latent fits the shape prior and one in-plane shift per slice (motion correction); the
     shifts are in each output's JSON sidecar (truth.json's convention). It writes the stack
     with those shifts undone (and --image, B-spline), or with --shape-from prior the
-    decoded shape.
+    decoded shape. joint super-resolves the image and labels with its network; one trained
+    with --prior first undoes the shifts that prior finds (long-axis labels refine them).
 
     \b
     Example:

@@ -1,10 +1,14 @@
 """Training and running the ``joint`` network (:mod:`medflow.superres.joint_net`).
 
 The network works on the output grid: the stack's image and label fractions are first
-interpolated onto it (trilinear in the stack's voxel space, as acquired, shifts and all);
-the network learns what interpolation cannot: the through-plane shape, the partial volume
-and the misalignment between slices. Intensities are divided by the stack frame's 99th
-percentile and multiplied back.
+interpolated onto it (trilinear in the stack's voxel space); the network learns what
+interpolation cannot: the through-plane shape and the partial volume. A model trained
+with a shape prior (``train --prior``) sees each stack with its slice shifts undone, as
+the ``latent`` method estimates them (:func:`medflow.superres.run.estimate_shifts`), in
+training and in prediction alike: the first seed's motion correction in front of the
+second seed's super-resolution. Without one it sees the stack as acquired and has to
+learn the misalignment too, which it does not (benchmarks/superres/README.md).
+Intensities are divided by the stack frame's 99th percentile and multiplied back.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import numpy as np
 import torch
 from scipy.ndimage import map_coordinates
 
-from medflow.superres.baselines import stack_coordinates
+from medflow.superres.baselines import stack_coordinates, undo_slice_shifts
 from medflow.superres.joint_net import JointConfig, JointNet
 from medflow.superres.shapes import class_map
 
@@ -31,15 +35,19 @@ def image_scale(image: np.ndarray) -> float:
 
 
 def network_input(image: np.ndarray, labels: np.ndarray, stack_affine: np.ndarray,
-                  affine: np.ndarray, shape, cfg: JointConfig, scale: float) -> np.ndarray:
+                  affine: np.ndarray, shape, cfg: JointConfig, scale: float,
+                  shifts_mm: np.ndarray | None = None) -> np.ndarray:
     """(1 + C - 1, X, Y, Z) float32: the image / scale and each foreground class fraction,
-    interpolated trilinearly from one stack frame (X, Y, K) onto the grid; 0 outside."""
+    interpolated trilinearly from one stack frame (X, Y, K) onto the grid; 0 outside.
+    ``shifts_mm`` (K, 2): per-slice shifts (truth.json's convention) undone first."""
     ijk = stack_coordinates(stack_affine, affine, shape)
     inside = np.all((ijk > -0.5) & (ijk < np.array(labels.shape[:3])[:, None] - 0.5), axis=0)
     ijk[2] = np.clip(ijk[2], 0.0, labels.shape[2] - 1.0)
     classes = class_map(labels, cfg.labels)
     maps = [np.asarray(image, np.float32) / scale]
     maps += [(classes == c).astype(np.float32) for c in range(1, cfg.n_classes)]
+    if shifts_mm is not None:
+        maps = [undo_slice_shifts(m, stack_affine, shifts_mm) for m in maps]
     out = np.stack([map_coordinates(m, ijk, order=1, mode="nearest") * inside for m in maps])
     return out.reshape((len(maps), *shape)).astype(np.float32)
 
@@ -54,9 +62,11 @@ class Pair:
     classes: np.ndarray  # (X, Y, Z) uint8
 
 
-def make_pair(image, labels, stack_affine, hr_image, hr_labels, hr_affine, cfg) -> Pair:
+def make_pair(image, labels, stack_affine, hr_image, hr_labels, hr_affine, cfg,
+              shifts_mm: np.ndarray | None = None) -> Pair:
     scale = image_scale(image)
-    x = network_input(image, labels, stack_affine, hr_affine, hr_labels.shape, cfg, scale)
+    x = network_input(image, labels, stack_affine, hr_affine, hr_labels.shape, cfg, scale,
+                      shifts_mm)
     return Pair(x, np.asarray(hr_image, np.float32) / scale, class_map(hr_labels, cfg.labels))
 
 

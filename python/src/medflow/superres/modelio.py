@@ -68,3 +68,16 @@ def load_model(folder: str | os.PathLike, method: str, device: str = "cpu"):
     for p in net.parameters():
         p.requires_grad_(False)
     return net.to(device).eval(), card
+
+
+def load_joint(folder: str | os.PathLike, device: str = "cpu"):
+    """A joint model and, when it was trained with one (``train --prior``), the shape
+    prior it carries in ``prior/`` to motion-correct its input.
+
+    Returns:
+        (network, card, prior network or None).
+    """
+    net, card = load_model(folder, "joint", device)
+    motion = card.get("training", {}).get("motion_correction")
+    prior = load_model(Path(folder) / motion["prior"], "latent", device)[0] if motion else None
+    return net, card, prior

@@ -35,7 +35,8 @@ class FrameResult:
 
 def super_resolve_frame(method: str, stack: np.ndarray, stack_affine: np.ndarray,
                         affine: np.ndarray, shape, *, net=None, image: np.ndarray | None = None,
-                        long_axis=(), fit_options=None, seed: int = 0) -> FrameResult:
+                        long_axis=(), fit_options=None, seed: int = 0,
+                        prior=None) -> FrameResult:
     """Super-resolve one frame.
 
     Args:
@@ -47,9 +48,13 @@ def super_resolve_frame(method: str, stack: np.ndarray, stack_affine: np.ndarray
         image: (X, Y, K) the frame's image: the ``joint`` network's input; with the
             baselines it is B-spline interpolated, with ``latent`` too once the fitted
             shifts are undone.
-        long_axis: ``latent`` only: [(labels (X, Y, 1), affine)] at the same frame.
+        long_axis: [(labels (X, Y, 1), affine)] at the same frame: ``latent``, and
+            ``joint`` with a ``prior``.
         fit_options: :class:`~medflow.superres.latent.FitOptions`.
         seed: seeds the optimisation.
+        prior: ``joint`` only: the shape prior the network was trained with; the
+            stack's slice shifts are estimated with it (:func:`estimate_shifts`) and
+            undone on the network's input, as in training.
 
     Returns:
         :class:`FrameResult`; ``info["seconds"]`` the method's own time.
@@ -63,12 +68,20 @@ def super_resolve_frame(method: str, stack: np.ndarray, stack_affine: np.ndarray
     elif method == "joint":
         from medflow.superres.joint import image_scale, network_input, run_joint
 
+        shifts = None
+        if prior is not None:
+            shifts, _, info = estimate_shifts(prior, stack, stack_affine, long_axis,
+                                              fit_options, seed)
+        elif long_axis:
+            raise ValueError("long-axis planes are used by the latent method and by a joint "
+                             "model trained with a prior (train --prior)")
         scale = image_scale(image)
-        x = network_input(image, stack, stack_affine, affine, shape, net.cfg, scale)
+        x = network_input(image, stack, stack_affine, affine, shape, net.cfg, scale,
+                          shifts_mm=shifts)
         image_hr, classes = run_joint(net, x)
         labels = np.asarray(net.cfg.labels, np.uint8)[classes]
         out_image = image_hr * np.float32(scale)
-        info = {"intensity_scale": scale}
+        info = {**info, "intensity_scale": scale, "motion_corrected": prior is not None}
     elif method in ("nearest", "linear", "sdf"):
         fn = {"nearest": baselines.nearest_labels, "linear": baselines.linear_labels,
               "sdf": baselines.sdf_labels}[method]
@@ -81,24 +94,63 @@ def super_resolve_frame(method: str, stack: np.ndarray, stack_affine: np.ndarray
     return FrameResult(labels, out_image, info)
 
 
-def _latent_frame(net, stack, stack_affine, affine, shape, image, long_axis, fit_options,
-                  seed):
-    """The latent method on one frame: (labels, image or None, sidecar info)."""
+def estimate_shifts(prior, stack: np.ndarray, stack_affine: np.ndarray, long_axis=(),
+                    fit_options=None, seed: int = 0):
+    """Motion correction of one frame: the per-slice in-plane shifts, fitted with the shape
+    prior (:func:`medflow.superres.latent.fit_latent`) and, with long-axis views, refined
+    where their planes cross each slice (:func:`medflow.superres.intersect.refine_shifts`).
+
+    Args:
+        prior: the shape prior (:class:`~medflow.superres.prior.ShapeVAE`).
+        stack: (X, Y, K) label values; stack_affine: its affine.
+        long_axis: [(labels (X, Y, 1), affine)] of the same frame.
+        fit_options: :class:`~medflow.superres.latent.FitOptions`.
+
+    Returns:
+        (shifts (K, 2) mm in truth.json's convention, the fit, sidecar info).
+
+    Raises:
+        ValueError: long-axis labels that agree with the stack on under
+            ``MIN_AGREEMENT`` of the pixels where they cross (another subject's?), or a
+            stack the prior cannot place (no LV).
+    """
     from medflow.superres.intersect import MIN_AGREEMENT, agreement, refine_shifts
-    from medflow.superres.latent import FitOptions, fit_latent, render_labels
+    from medflow.superres.latent import FitOptions, fit_latent
 
     opts = fit_options or FitOptions()
-    acquired = agreement(stack, stack_affine, long_axis, None, net.cfg.labels) \
+    long_axis = list(long_axis)
+    acquired = agreement(stack, stack_affine, long_axis, None, prior.cfg.labels) \
         if long_axis else None
     if acquired is not None and acquired < MIN_AGREEMENT:
         raise ValueError(f"the long-axis labels (--la-2ch/--la-4ch) agree with the short-axis "
                          f"labels on {acquired:.0%} of the pixels where the planes cross "
                          f"(< {MIN_AGREEMENT:.0%}): another subject's or frame's?")
-    fit = fit_latent(net, stack, stack_affine, long_axis, opts, seed)
+    fit = fit_latent(prior, stack, stack_affine, long_axis, opts, seed)
     shifts, crossed = fit.shifts_mm, np.zeros(len(fit.shifts_mm), bool)
     if long_axis and opts.refine_steps:
         shifts, crossed = refine_shifts(stack, stack_affine, long_axis, fit.shifts_mm,
-                                        net.cfg.labels, opts.refine_steps, opts.refine_band_mm)
+                                        prior.cfg.labels, opts.refine_steps,
+                                        opts.refine_band_mm)
+    info = {"slice_shifts_mm": shifts.round(4).tolist(),
+            "latent_slice_shifts_mm": fit.shifts_mm.round(4).tolist(),
+            "slice_refined_on_long_axis": crossed.tolist(),
+            "long_axis_agreement": None if acquired is None else {
+                "acquired": round(acquired, 4),
+                "corrected": round(agreement(stack, stack_affine, long_axis, shifts,
+                                             prior.cfg.labels), 4)},
+            "slice_has_labels": fit.slice_has_labels.tolist(),
+            "canonical_frame": fit.frame.as_dict(), "final_loss": fit.history[-1],
+            "iterations": len(fit.history), "long_axis_views": len(long_axis)}
+    return shifts, fit, info
+
+
+def _latent_frame(net, stack, stack_affine, affine, shape, image, long_axis, fit_options,
+                  seed):
+    """The latent method on one frame: (labels, image or None, sidecar info)."""
+    from medflow.superres.latent import FitOptions, render_labels
+
+    opts = fit_options or FitOptions()
+    shifts, fit, info = estimate_shifts(net, stack, stack_affine, long_axis, opts, seed)
     if opts.shape_from == "prior":
         labels = render_labels(net, fit, affine, shape)
     else:  # the stack, motion-corrected
@@ -106,17 +158,7 @@ def _latent_frame(net, stack, stack_affine, affine, shape, image, long_axis, fit
                                       values=net.cfg.labels, shifts_mm=shifts)
     out_image = None if image is None else baselines.bspline_image(
         image, stack_affine, affine, shape, shifts_mm=shifts)
-    info = {"shape_from": opts.shape_from, "slice_shifts_mm": shifts.round(4).tolist(),
-            "latent_slice_shifts_mm": fit.shifts_mm.round(4).tolist(),
-            "slice_refined_on_long_axis": crossed.tolist(),
-            "long_axis_agreement": None if acquired is None else {
-                "acquired": round(acquired, 4),
-                "corrected": round(agreement(stack, stack_affine, long_axis, shifts,
-                                             net.cfg.labels), 4)},
-            "slice_has_labels": fit.slice_has_labels.tolist(),
-            "canonical_frame": fit.frame.as_dict(), "final_loss": fit.history[-1],
-            "iterations": len(fit.history), "long_axis_views": len(long_axis)}
-    return labels, out_image, info
+    return labels, out_image, {"shape_from": opts.shape_from, **info}
 
 
 def frame_path(template: Path, frame: str, several: bool) -> Path:
@@ -136,9 +178,10 @@ def predict_files(method: str, seg: Path, output: Path, *, net=None, card: dict 
                   model_dir: Path | None = None, image: Path | None = None,
                   output_image: Path | None = None, la: dict[str, Path] | None = None,
                   frames: str = "ed,es", grid_like: Path | None = None, fit_options=None,
-                  seed: int = 0, parameters: dict | None = None) -> list[Path]:
+                  seed: int = 0, parameters: dict | None = None, prior=None) -> list[Path]:
     """Read, check, super-resolve every selected frame and write labels (and image) with a
-    sidecar each. Returns the label files written."""
+    sidecar each (``prior``: a joint model's shape prior, which motion-corrects the stack).
+    Returns the label files written."""
     timer = Timer()
     stack = inputs.read_stack(seg)
     if card is not None:
@@ -148,8 +191,9 @@ def predict_files(method: str, seg: Path, output: Path, *, net=None, card: dict 
         raise InvalidDataError("the joint method super-resolves the image with its labels: "
                                "give --image", seg)
     las = {view: inputs.read_long_axis(path, stack) for view, path in (la or {}).items()}
-    if las and method != "latent":
-        raise InvalidDataError("long-axis planes are used by the latent method only", seg)
+    if las and method != "latent" and prior is None:
+        raise InvalidDataError("long-axis planes are used by the latent method and by a joint "
+                               "model trained with a prior (train --prior)", seg)
     for view, vol in las.items():
         if card is not None:
             inputs.check_labels(vol, tuple(card["config"]["labels"]), la[view], model_dir)
@@ -180,7 +224,7 @@ def predict_files(method: str, seg: Path, output: Path, *, net=None, card: dict 
             try:
                 result = super_resolve_frame(method, data[..., t], stack.affine, affine, shape,
                                              net=net, image=frame_img, long_axis=views,
-                                             fit_options=fit_options, seed=seed)
+                                             fit_options=fit_options, seed=seed, prior=prior)
             except ValueError as exc:  # e.g. a frame without LV to place the heart
                 raise InvalidDataError(f"frame {t}: {exc}", seg) from None
             path = frame_path(output, name, several)

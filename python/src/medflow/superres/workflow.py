@@ -100,44 +100,77 @@ def train_prior_files(samplesheet: Path, roles: tuple[str, ...], out: Path, *, e
     return card
 
 
-def _frame_pairs(row, image_role, label_role, hr_image_roles, hr_label_roles, cfg):
-    """(thick image frame, thick labels frame, stack affine, HR image, HR labels, HR affine)
-    for ED (frame 0) and ES (least LV blood pool)."""
-    from medflow.superres.inputs import frames_of, select_frames
+def _frame_pairs(row, image_role, label_role, hr_image_roles, hr_label_roles, la_roles=()):
+    """For ED (frame 0) and ES (least LV blood pool): ((thick image frame, thick labels
+    frame, stack affine, HR image, HR labels, HR affine), long-axis views of the frame)."""
+    from medflow.superres.inputs import frames_of, read_long_axis, select_frames
 
     image = read_image(row[image_role])
     labels = read_image(row[label_role], kind="label")
+    las = [read_long_axis(row[r], labels) for r in la_roles if row.get(r)]
     frames = dict(select_frames(labels, "ed,es"))
     out = []
     for name, hr_img_role, hr_lab_role in zip(("ed", "es"), hr_image_roles, hr_label_roles):
         hr_img, hr_lab = read_image(row[hr_img_role]), read_image(row[hr_lab_role], kind="label")
         t = frames[name] if name in frames else 0
-        out.append((frames_of(image)[..., t], frames_of(labels)[..., t], labels.affine,
-                    np.asarray(hr_img.data), np.asarray(hr_lab.data), hr_lab.affine))
+        views = [(frames_of(v)[..., min(t, v.n_frames - 1)], v.affine) for v in las]
+        out.append(((frames_of(image)[..., t], frames_of(labels)[..., t], labels.affine,
+                     np.asarray(hr_img.data), np.asarray(hr_lab.data), hr_lab.affine),
+                    [v for v in views if v[0].any()]))
     return out
+
+
+def _copy_prior(prior: Path, out: Path, o) -> None:
+    """The prior's files into ``out/prior`` (inside an atomic output set): a joint model
+    trained on motion-corrected stacks carries the prior that corrects them."""
+    import shutil
+
+    from medflow.superres.modelio import CARD, WEIGHTS
+
+    for name in (WEIGHTS, CARD):
+        shutil.copyfile(Path(prior) / name, o.path(Path(out) / "prior" / name))
 
 
 def train_joint_files(samplesheet: Path, image_role: str, label_role: str,
                       hr_image_roles: tuple[str, ...], hr_label_roles: tuple[str, ...],
                       out: Path, *, steps: int, batch: int, lr: float, val_fraction: float,
-                      device: str, seed: int) -> dict:
-    """Train the joint network on every subject's ED/ES thick/HR pairs; returns the card."""
+                      device: str, seed: int, prior: Path | None = None,
+                      la_roles: tuple[str, ...] = ()) -> dict:
+    """Train the joint network on every subject's ED/ES thick/HR pairs; returns the card.
+
+    With ``prior`` (a ``train-prior`` folder) each thick stack is first motion-corrected
+    (:func:`medflow.superres.run.estimate_shifts`, with the ``la_roles`` long-axis labels
+    where the row has them), as ``predict`` will do; the prior is copied into the model
+    folder (``prior/``)."""
     from medflow.superres.joint import make_pair, train_joint
     from medflow.superres.joint_net import JointConfig
-    from medflow.superres.modelio import save_model
+    from medflow.superres.latent import FitOptions
+    from medflow.superres.modelio import load_model, save_model
+    from medflow.superres.run import estimate_shifts
 
     timer = Timer()
     roles = (image_role, label_role, *hr_image_roles, *hr_label_roles)
-    df = load_samplesheet(samplesheet, required_roles=roles)
-    check_outputs(model_outputs(out), [samplesheet, *(v for r in roles for v in df[r] if v)])
+    df = load_samplesheet(samplesheet, required_roles=(*roles, *la_roles))
+    prior_files = [Path(out) / "prior" / n for n in ("model.safetensors", "model.json")] \
+        if prior is not None else []
+    read_from = [samplesheet, prior, *(v for r in (*roles, *la_roles) for v in df[r] if v)]
+    check_outputs([*model_outputs(out), *prior_files], [p for p in read_from if p is not None])
+    shape_prior, prior_card = load_model(prior, "latent") if prior is not None else (None, None)
+    if prior_card is not None and tuple(prior_card["config"]["labels"]) != JointConfig().labels:
+        raise InvalidDataError(f"a prior for labels {prior_card['config']['labels']}; the "
+                               f"joint network's are {list(JointConfig().labels)}", prior)
     cfg = JointConfig()
     train_ids, val_ids = split(list(df["subject"]), val_fraction, seed)
     pairs: dict[str, list] = {"train": [], "val": []}
     for _, row in df.iterrows():
-        for args in _frame_pairs(row, image_role, label_role, hr_image_roles, hr_label_roles,
-                                 cfg):
+        for args, views in _frame_pairs(row, image_role, label_role, hr_image_roles,
+                                        hr_label_roles, la_roles):
             try:
-                pair = make_pair(*args, cfg)
+                shifts = None
+                if shape_prior is not None:
+                    shifts = estimate_shifts(shape_prior, args[1], args[2], views,
+                                             FitOptions(), seed)[0]
+                pair = make_pair(*args, cfg, shifts_mm=shifts)
             except ValueError as exc:
                 raise InvalidDataError(str(exc), row[label_role]) from None
             pairs["train" if row["subject"] in train_ids else "val"].append(pair)
@@ -150,10 +183,15 @@ def train_joint_files(samplesheet: Path, image_role: str, label_role: str,
                          "hr_label_roles": list(hr_label_roles), "subjects": len(df),
                          "train_subjects": train_ids, "val_subjects": val_ids,
                          "steps": steps, "batch": batch, "lr": lr, "seed": seed,
-                         "data_sha256": data_checksum(df, roles)},
+                         "data_sha256": data_checksum(df, roles),
+                         "motion_correction": None if prior is None else {
+                             "prior": "prior", "long_axis_roles": list(la_roles),
+                             "prior_data_sha256": prior_card["training"].get("data_sha256")}},
             "validation": validation}
     save_model(out, net.cpu(), "joint", card)
     with atomic_outputs() as o:
+        if prior is not None:
+            _copy_prior(prior, out, o)
         write_table(pd.DataFrame(history), o.path(Path(out) / "training_curve.parquet"))
         write_json(make_sidecar("super-resolve train", {"method": "joint", "steps": steps,
                                                         "seed": seed},
@@ -163,17 +201,20 @@ def train_joint_files(samplesheet: Path, image_role: str, label_role: str,
 
 
 def _load(method, model_dir, device):
-    """(network or None, card or None, method) for a prediction."""
+    """(network or None, card or None, method, shape prior of a joint model or None) for a
+    prediction."""
     if model_dir is None:
-        return None, None, method
-    from medflow.superres.modelio import load_model, read_card
+        return None, None, method, None
+    from medflow.superres.modelio import load_joint, load_model, read_card
 
-    card_method = read_card(model_dir).get("method")
-    method = method or card_method
-    if method in ("latent", "joint"):
+    method = method or read_card(model_dir).get("method")
+    if method == "joint":
+        net, card, prior = load_joint(model_dir, device)
+        return net, card, method, prior
+    if method == "latent":
         net, card = load_model(model_dir, method, device)
-        return net, card, method
-    return None, None, method
+        return net, card, method, None
+    return None, None, method, None
 
 
 def predict_command(method, model_dir, *, seg, image, la, output, output_image, frames,
@@ -184,13 +225,16 @@ def predict_command(method, model_dir, *, seg, image, la, output, output_image, 
     from medflow.superres.latent import FitOptions
     from medflow.superres.run import predict_files
 
-    net, card, method = _load(method, model_dir, device)
+    net, card, method, prior = _load(method, model_dir, device)
     options = FitOptions(iterations=iterations, thickness_mm=label_thickness,
                          shape_from=shape_from)
     params = {"iterations": iterations, "label_thickness_mm": label_thickness,
               "shape_from": shape_from, "frames": frames} if method == "latent" \
         else {"frames": frames}
+    if prior is not None:  # a joint model's motion correction
+        params.update(iterations=iterations, label_thickness_mm=label_thickness)
     common = dict(net=net, card=card, model_dir=model_dir, frames=frames, grid_like=grid_like,
+                  prior=prior,
                   fit_options=options, seed=seed, parameters=params)
     if seg is not None:
         return predict_files(method, seg, output, image=image, output_image=output_image,
