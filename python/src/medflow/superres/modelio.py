@@ -2,7 +2,9 @@
 
 The card names the tool and the method (``latent``: the shape prior; ``joint``: the
 image/label network), the architecture config, the label values, the training data
-checksum and validation numbers. Loading never unpickles; a folder written by another
+checksum and validation numbers. A joint model trained with ``--prior`` also holds that
+prior's folder as ``prior/`` (the card's ``training.motion_correction`` says so), which
+motion-corrects its input. Loading never unpickles; a folder written by another
 tool, or for the other method, is refused (65); a missing folder or file is 66.
 """
 
@@ -21,6 +23,8 @@ from medflow.io.weights import load_state, read_tensors, write_model_folder
 FORMAT = "medflow-super-resolve"
 TOOL = "super-resolve"
 WEIGHTS, CARD = "model.safetensors", "model.json"
+#: The sub-folder of a joint model that holds the prior it was trained with.
+PRIOR_FOLDER = "prior"
 
 
 def save_model(folder: str | os.PathLike, net: torch.nn.Module, method: str, card: dict) -> Path:
@@ -79,5 +83,5 @@ def load_joint(folder: str | os.PathLike, device: str = "cpu"):
     """
     net, card = load_model(folder, "joint", device)
     motion = card.get("training", {}).get("motion_correction")
-    prior = load_model(Path(folder) / motion["prior"], "latent", device)[0] if motion else None
+    prior = load_model(Path(folder) / PRIOR_FOLDER, "latent", device)[0] if motion else None
     return net, card, prior

@@ -14,7 +14,7 @@ grid. Logits are then interpolated trilinearly to any point, so the shape is con
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch

@@ -125,10 +125,10 @@ def _copy_prior(prior: Path, out: Path, o) -> None:
     trained on motion-corrected stacks carries the prior that corrects them."""
     import shutil
 
-    from medflow.superres.modelio import CARD, WEIGHTS
+    from medflow.superres.modelio import CARD, PRIOR_FOLDER, WEIGHTS
 
     for name in (WEIGHTS, CARD):
-        shutil.copyfile(Path(prior) / name, o.path(Path(out) / "prior" / name))
+        shutil.copyfile(Path(prior) / name, o.path(Path(out) / PRIOR_FOLDER / name))
 
 
 def train_joint_files(samplesheet: Path, image_role: str, label_role: str,
@@ -145,13 +145,13 @@ def train_joint_files(samplesheet: Path, image_role: str, label_role: str,
     from medflow.superres.joint import make_pair, train_joint
     from medflow.superres.joint_net import JointConfig
     from medflow.superres.latent import FitOptions
-    from medflow.superres.modelio import load_model, save_model
+    from medflow.superres.modelio import CARD, PRIOR_FOLDER, WEIGHTS, load_model, save_model
     from medflow.superres.run import estimate_shifts
 
     timer = Timer()
     roles = (image_role, label_role, *hr_image_roles, *hr_label_roles)
     df = load_samplesheet(samplesheet, required_roles=(*roles, *la_roles))
-    prior_files = [Path(out) / "prior" / n for n in ("model.safetensors", "model.json")] \
+    prior_files = [Path(out) / PRIOR_FOLDER / n for n in (WEIGHTS, CARD)] \
         if prior is not None else []
     read_from = [samplesheet, prior, *(v for r in (*roles, *la_roles) for v in df[r] if v)]
     check_outputs([*model_outputs(out), *prior_files], [p for p in read_from if p is not None])
@@ -185,7 +185,7 @@ def train_joint_files(samplesheet: Path, image_role: str, label_role: str,
                          "steps": steps, "batch": batch, "lr": lr, "seed": seed,
                          "data_sha256": data_checksum(df, roles),
                          "motion_correction": None if prior is None else {
-                             "prior": "prior", "long_axis_roles": list(la_roles),
+                             "prior": PRIOR_FOLDER, "long_axis_roles": list(la_roles),
                              "prior_data_sha256": prior_card["training"].get("data_sha256")}},
             "validation": validation}
     save_model(out, net.cpu(), "joint", card)
