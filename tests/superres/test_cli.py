@@ -358,3 +358,18 @@ def test_output_over_an_input_is_refused_before_any_write(runner, tmp_path, what
     assert res.exit_code == 2, res.output
     assert all(p.read_bytes() == b for p, b in before.items())
     assert not (tmp_path / "o.nii.gz").exists() and not (tmp_path / "i.nii.gz").exists()
+
+
+@pytest.mark.parametrize("extra", [
+    ["--method", "sdf", "--la-4ch", "{la}"],
+    ["--method", "linear", "--iterations", "5"],
+    ["--method", "nearest", "--shape-from", "prior"],
+    ["--method", "sdf", "--model", "{tmp}"],
+    ["--method", "joint", "--model", "{tmp}", "--shape-from", "stack"],
+])
+def test_options_the_method_does_not_use_are_usage_errors(runner, subject, tmp_path, extra):
+    fill = {"la": subject / "seg_la_4ch.nii.gz", "tmp": tmp_path}
+    res = run(runner, "predict", "--input", subject / "seg_sa.nii.gz", "--output",
+              tmp_path / "x.nii.gz", *[str(e).format(**fill) for e in extra])
+    assert res.exit_code == 2 and "not used by --method" in res.output, res.output
+    assert not (tmp_path / "x.nii.gz").exists()

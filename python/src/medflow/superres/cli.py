@@ -124,6 +124,23 @@ def train_cmd(method, samplesheet, image_role, label_role, hr_image_role, hr_lab
     click.echo(f"{out}  validation: {card['validation']}")
 
 
+#: Options a method does not use: given on the command line they are a usage error (exit 2)
+#: rather than silently ignored. The baselines use no model, fit nothing and read no long
+#: axis; only latent writes a decoded shape.
+UNUSED = {m: ("model_dir", "la_2ch", "la_4ch", "la_roles", "iterations", "label_thickness",
+              "shape_from") for m in ("nearest", "linear", "sdf")} | {"joint": ("shape_from",)}
+
+
+def _refuse_unused(method: str | None) -> None:
+    ctx = click.get_current_context()
+    given = [p for p in ctx.command.params if p.name in UNUSED.get(method, ())
+             and ctx.get_parameter_source(p.name) not in (None,
+                                                          click.core.ParameterSource.DEFAULT)]
+    if given:
+        names = ", ".join(p.opts[0] for p in given)
+        raise click.UsageError(f"{names}: not used by --method {method}")
+
+
 @super_resolve.command("predict")
 @click.option("--method", type=click.Choice(METHODS), default=None,
               help="latent or joint (the --model's), or a baseline: nearest, linear, sdf.")
@@ -205,6 +222,7 @@ def predict_cmd(method, model_dir, seg, image, la_2ch, la_4ch, output, output_im
         raise click.UsageError("--output-image needs --image (the stack's image)")
     if method in ("latent", "joint", None) and model_dir is None:
         raise click.UsageError("--model is needed (or --method nearest|linear|sdf)")
+    _refuse_unused(method)
     la = {k: v for k, v in (("2ch", la_2ch), ("4ch", la_4ch)) if v is not None}
     written = predict_command(
         method, model_dir, seg=seg, image=image, la=la, output=output,
