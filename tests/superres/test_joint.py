@@ -40,3 +40,17 @@ def test_undoing_the_shifts_gives_the_aligned_stacks_input():
     as_acquired = np.abs(inputs(shifted) - target).mean()
     assert np.abs(inputs(shifted, shifts) - target).mean() < 0.6 * as_acquired
     assert np.abs(inputs(shifted, -shifts) - target).mean() > as_acquired
+
+
+def test_remap_pair_puts_input_and_target_through_one_curve():
+    from medflow.superres.joint import remap_pair
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 2, (4, 4, 4)).astype(np.float32)
+    target = np.concatenate([x.ravel(), [0.0, 2.5]]).astype(np.float32)  # 2.5: past the top
+    knots = [0.0, 0.9, 0.1, 0.5, 0.3, 1.0]  # non-monotone: tissues swap order
+    xr, tr = remap_pair(x, target, knots, alpha=1.0)
+    assert np.allclose(tr[:-2], xr.ravel())          # the same curve on both
+    assert tr[-2] == 0.0 and np.isclose(tr[-1], x.max())  # ends: knots 0 and 1
+    ident = remap_pair(x, target, knots, alpha=0.0)  # no weight on the curve: unchanged
+    assert np.allclose(ident[0], x) and np.allclose(ident[1][:-1], target[:-1])

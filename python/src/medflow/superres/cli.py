@@ -100,12 +100,15 @@ def train_prior_cmd(samplesheet, label_role, out, epochs, batch, latent, lr, bet
 @click.option("--batch", type=click.IntRange(min=1), default=2, show_default=True,
               help="Patches (32^3 voxels) per step.")
 @click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--remap", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Fraction of patches whose input and target images go through one random "
+                   "intensity curve (another contrast), so the labels do not hang on one.")
 @click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.1, show_default=True)
 @device_option
 @seed_option
 @verbosity_options
 def train_cmd(method, samplesheet, image_role, label_role, hr_image_role, hr_label_role, out,
-              prior, la_roles, steps, batch, lr, val_fraction, device, seed) -> None:
+              prior, la_roles, steps, batch, lr, remap, val_fraction, device, seed) -> None:
     """Train the joint image/label super-resolution network on thick/HR pairs.
 
     \b
@@ -120,7 +123,7 @@ def train_cmd(method, samplesheet, image_role, label_role, hr_image_role, hr_lab
     card = train_joint_files(samplesheet, image_role, label_role, _roles(hr_image_role),
                              _roles(hr_label_role), out, steps=steps, batch=batch, lr=lr,
                              val_fraction=val_fraction, device=resolve_device(device), seed=seed,
-                             prior=prior, la_roles=_roles(la_roles))
+                             prior=prior, la_roles=_roles(la_roles), remap=remap)
     click.echo(f"{out}  validation: {card['validation']}")
 
 

@@ -135,7 +135,7 @@ def train_joint_files(samplesheet: Path, image_role: str, label_role: str,
                       hr_image_roles: tuple[str, ...], hr_label_roles: tuple[str, ...],
                       out: Path, *, steps: int, batch: int, lr: float, val_fraction: float,
                       device: str, seed: int, prior: Path | None = None,
-                      la_roles: tuple[str, ...] = ()) -> dict:
+                      la_roles: tuple[str, ...] = (), remap: float = 0.5) -> dict:
     """Train the joint network on every subject's ED/ES thick/HR pairs; returns the card.
 
     With ``prior`` (a ``train-prior`` folder) each thick stack is first motion-corrected
@@ -176,14 +176,15 @@ def train_joint_files(samplesheet: Path, image_role: str, label_role: str,
             pairs["train" if row["subject"] in train_ids else "val"].append(pair)
     timer.mark("read_s")
     net, history, validation = train_joint(pairs["train"], pairs["val"], cfg, steps=steps,
-                                           batch=batch, lr=lr, seed=seed, device=device)
+                                           batch=batch, lr=lr, seed=seed, device=device,
+                                           remap=remap)
     timer.mark("train_s")
     card = {"training": {"image_role": image_role, "label_role": label_role,
                          "hr_image_roles": list(hr_image_roles),
                          "hr_label_roles": list(hr_label_roles), "subjects": len(df),
                          "train_subjects": train_ids, "val_subjects": val_ids,
                          "steps": steps, "batch": batch, "lr": lr, "seed": seed,
-                         "data_sha256": data_checksum(df, roles),
+                         "remap": remap, "data_sha256": data_checksum(df, roles),
                          "motion_correction": None if prior is None else {
                              "prior": PRIOR_FOLDER, "long_axis_roles": list(la_roles),
                              "prior_data_sha256": prior_card["training"].get("data_sha256")}},
