@@ -26,6 +26,15 @@ def _views(f):
     return f
 
 
+def _ed_shape(f):
+    return click.option(
+        "--ed-shape", type=click.Path(path_type=Path), metavar="HR_ED.nii.gz",
+        help="High-resolution, motion-corrected ED label map (super-resolve predict's "
+             "hr_ed: 3D, voxels <= 3 mm, labels 1 LV, 2 myo, 3 RV, world space): its "
+             "planes every 5 mm along each axis join the ED fit, unshifted, weighing as "
+             "much as the acquired planes together. One subject only.")(f)
+
+
 def _batch(f):
     f = click.option("--role", "roles", multiple=True, metavar="VIEW=COLUMN",
                      help="Batch mode: samplesheet column of a view (default sa=seg_sa, "
@@ -37,11 +46,13 @@ def _batch(f):
     return f
 
 
-def _check_mode(sa, out, samplesheet, outdir) -> bool:
+def _check_mode(sa, out, samplesheet, outdir, ed_shape=None) -> bool:
     """True for one subject, False for batch mode; usage errors otherwise."""
     single = bool(sa or out)
     if single == bool(samplesheet or outdir):
         raise click.UsageError("give either --sa/--out or --samplesheet/--outdir")
+    if ed_shape is not None and not single:
+        raise click.UsageError("--ed-shape is one subject's map: give it with --sa/--out")
     if single and not (sa and out):
         raise click.UsageError("--sa and --out go together")
     if not single and not (samplesheet and outdir):
@@ -115,6 +126,7 @@ def estimate_motion_mesh() -> None:
 
 @estimate_motion_mesh.command("fit")
 @_views
+@_ed_shape
 @_outputs
 @_batch
 @click.option("--iterations", type=click.IntRange(min=1), default=None,
@@ -125,8 +137,8 @@ def estimate_motion_mesh() -> None:
 @device_option
 @seed_option
 @verbosity_options
-def fit_cmd(sa, la_2ch, la_4ch, out, prefix, samplesheet, outdir, roles, iterations,
-            jobs, threads, device, seed) -> None:
+def fit_cmd(sa, la_2ch, la_4ch, ed_shape, out, prefix, samplesheet, outdir, roles,
+            iterations, jobs, threads, device, seed) -> None:
     """Fit the template mesh and its motion to one subject's segmentations (no training;
     the reference and the fallback of `predict`).
 
@@ -136,17 +148,22 @@ def fit_cmd(sa, la_2ch, la_4ch, out, prefix, samplesheet, outdir, roles, iterati
           --la-2ch demo/cohort/sub-000/seg_la_2ch.nii.gz \\
           --la-4ch demo/cohort/sub-000/seg_la_4ch.nii.gz \\
           --out motion/sub-000
+      medflow estimate-motion-mesh fit --sa demo/cohort/sub-000/seg_sa.nii.gz \\
+          --la-2ch demo/cohort/sub-000/seg_la_2ch.nii.gz \\
+          --la-4ch demo/cohort/sub-000/seg_la_4ch.nii.gz \\
+          --ed-shape superres/sub-000/sub-000_seg_sa_hr_ed.nii.gz --out motion/sub-000
       medflow estimate-motion-mesh fit --samplesheet demo/cohort/samplesheet.csv \\
           --outdir results/motion --jobs 2
     """
     from medflow.motion.fit import FitOptions
     from medflow.motion.workflow import fit_batch, fit_files
 
-    single = _check_mode(sa, out, samplesheet, outdir)
+    single = _check_mode(sa, out, samplesheet, outdir, ed_shape)
     resolve_device(device)  # the per-subject fit runs on CPU; checked for the contract
     opts = FitOptions() if iterations is None else FitOptions(frame_iterations=iterations)
     if single:
-        _echo_row(out, fit_files(sa, la_2ch, la_4ch, out, prefix, opts, seed, threads))
+        _echo_row(out, fit_files(sa, la_2ch, la_4ch, out, prefix, opts, seed, threads,
+                                 ed_shape))
         return
     _report(fit_batch(samplesheet, outdir, _roles(roles), opts, seed, jobs), outdir,
             samplesheet)
@@ -216,6 +233,7 @@ def train_cmd(samplesheet, roles, out, epochs, teacher_weight, threads, device, 
 @click.option("--model", required=True, type=click.Path(path_type=Path),
               help="Model folder from `estimate-motion-mesh train`.")
 @_views
+@_ed_shape
 @_outputs
 @_batch
 @jobs_option
@@ -223,8 +241,8 @@ def train_cmd(samplesheet, roles, out, epochs, teacher_weight, threads, device, 
 @device_option
 @seed_option
 @verbosity_options
-def predict_cmd(model, sa, la_2ch, la_4ch, out, prefix, samplesheet, outdir, roles, jobs,
-                threads, device, seed) -> None:
+def predict_cmd(model, sa, la_2ch, la_4ch, ed_shape, out, prefix, samplesheet, outdir,
+                roles, jobs, threads, device, seed) -> None:
     """Predict one subject's mesh motion in one network pass (the ED shape is fitted as
     `fit` fits it); the outputs are `fit`'s.
 
@@ -240,11 +258,11 @@ def predict_cmd(model, sa, la_2ch, la_4ch, out, prefix, samplesheet, outdir, rol
     from medflow.motion.fit import FitOptions
     from medflow.motion.workflow import fit_batch, predict_files
 
-    single = _check_mode(sa, out, samplesheet, outdir)
+    single = _check_mode(sa, out, samplesheet, outdir, ed_shape)
     resolve_device(device)  # the network is small; the slicer and ED fit run on CPU
     if single:
         _echo_row(out, predict_files(model, sa, la_2ch, la_4ch, out, prefix, seed,
-                                     threads))
+                                     threads, ed_shape))
         return
     _report(fit_batch(samplesheet, outdir, _roles(roles), FitOptions(), seed, jobs, model),
             outdir, samplesheet)

@@ -64,6 +64,10 @@ class FitOptions:
     robust_mm: float = 8.0
     long_axis_weight: float = 1.0      # per long-axis plane, relative to a short-axis slice
     absent_weight: float = 0.1
+    # --ed-shape only: planes of the high-resolution ED map, every ed_shape_spacing_mm
+    # along each of its axes, weighing together ed_shape_weight times the acquired planes.
+    ed_shape_weight: float = 1.0
+    ed_shape_spacing_mm: float = 5.0
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -13,12 +13,13 @@ import pandas as pd
 from medflow.errors import InvalidDataError
 from medflow.io.sidecar import Timer, make_sidecar
 from medflow.motion.fit import EDFit, FitOptions, fit_ed, fit_motion
+from medflow.motion.edshape import ed_targets, read_ed_shape
 from medflow.motion.initial import initial_frame
 from medflow.motion.inputs import Inputs, read_inputs
 from medflow.motion.measures import mesh_wall, phenotypes, quality
 from medflow.io.outputs import check_outputs
 from medflow.motion.outputs import output_paths, vertex_table, write_subject
-from medflow.motion.targets import build_targets
+from medflow.motion.targets import View, build_targets
 from medflow.motion.template import LV_ENDO, LV_EPI, Topology
 
 log = logging.getLogger("medflow")
@@ -66,60 +67,86 @@ def read_subject(sa: Path, la_2ch: Path | None, la_4ch: Path | None, opts: FitOp
     return inputs, targets, planes
 
 
-def ed_fit(inputs: Inputs, targets, topo: Topology, opts: FitOptions) -> EDFit:
-    """The ED mesh (``fit``'s first stage), from the views' own starting frame."""
+def ed_fit(inputs: Inputs, targets, topo: Topology, opts: FitOptions,
+           shape: View | None = None) -> EDFit:
+    """The ED mesh (``fit``'s first stage), from the views' own starting frame; with a
+    high-resolution ED ``shape`` (:mod:`medflow.motion.edshape`) its planes join the
+    acquired ones for this stage only (``loss["ed_shape_planes"]`` counts them)."""
     init = initial_frame(inputs.views[0], inputs.views[1:])
-    return fit_ed(targets, inputs.views[0].labels.shape[2], init, topo, opts)
+    added = 0
+    if shape is not None:
+        targets, added = ed_targets(targets, shape, opts.ed_shape_spacing_mm,
+                                    opts.ed_shape_weight)
+    ed = fit_ed(targets, inputs.views[0].labels.shape[2], init, topo, opts)
+    if shape is not None:
+        ed.loss["ed_shape_planes"] = added
+    return ed
 
 
 def _start(sa: Path, la_2ch: Path | None, la_4ch: Path | None, out: Path,
-           prefix: str | None, opts: FitOptions, seed: int, threads: int):
+           prefix: str | None, opts: FitOptions, seed: int, threads: int,
+           ed_shape: Path | None = None):
     """What both modes do first: seed and threads, the output check (nothing may
-    overwrite an input), the views and the ED fit. Returns (timer, inputs, targets,
-    planes, topo, ed)."""
+    overwrite an input), the views (and the ``ed_shape`` map, checked against the stack
+    before any work) and the ED fit. Returns (timer, inputs, targets, planes, topo, ed)."""
     import torch
 
     torch.manual_seed(seed)
     torch.set_num_threads(max(1, threads))
-    check_outputs(output_paths(out, prefix).values(), [sa, la_2ch, la_4ch])
+    check_outputs(output_paths(out, prefix).values(), [sa, la_2ch, la_4ch, ed_shape])
     timer = Timer()
     inputs, targets, planes = read_subject(sa, la_2ch, la_4ch, opts)
+    shape = None
+    if ed_shape is not None:
+        shape = read_ed_shape(ed_shape, inputs.views[0])
+        inputs.paths["ed_shape"] = Path(ed_shape)
     topo = Topology()
     timer.mark("read_s")
-    ed = ed_fit(inputs, targets, topo, opts)
+    ed = ed_fit(inputs, targets, topo, opts, shape)
     timer.mark("ed_fit_s")
     return timer, inputs, targets, planes, topo, ed
 
 
 def fit_files(sa: Path, la_2ch: Path | None, la_4ch: Path | None, out: Path,
               prefix: str | None = None,
-              opts: FitOptions | None = None, seed: int = 0, threads: int = 1) -> dict:
+              opts: FitOptions | None = None, seed: int = 0, threads: int = 1,
+              ed_shape: Path | None = None) -> dict:
     """Fit one subject and write its outputs; returns the phenotype row.
 
     Args:
         sa, la_2ch, la_4ch: cine segmentations (UK Biobank labels); long-axis optional.
         out, prefix: output folder and file prefix (see :mod:`medflow.motion.outputs`).
         opts: fitting options; seed: torch seed (the fit is deterministic given it).
+        ed_shape: optional high-resolution ED label map (``super-resolve``'s hr_ed,
+            world mm) whose planes join the ED fit (:mod:`medflow.motion.edshape`).
+
+    Raises:
+        MissingInputError: an input is missing (66).
+        InvalidDataError: a segmentation or the ``ed_shape`` map is unusable (65, naming
+            the file); nothing is written.
     """
     opts = opts or FitOptions()
     timer, inputs, targets, planes, topo, ed = _start(sa, la_2ch, la_4ch, out, prefix, opts,
-                                                      seed, threads)
+                                                      seed, threads, ed_shape)
     vertices, info = fit_motion(targets, ed, topo, opts)
     timer.mark("motion_fit_s")
     params = {"options": opts.to_dict(), "seed": seed, "mode": "fit",
+              "ed_shape": None if ed_shape is None else str(ed_shape),
               "frame_interval_s": inputs.frame_interval_s}
     return _write(out, prefix, inputs, topo, vertices, info, planes, ed, params, timer)
 
 
 def predict_files(model: Path, sa: Path, la_2ch: Path | None, la_4ch: Path | None,
                   out: Path, prefix: str | None = None, seed: int = 0,
-                  threads: int = 1) -> dict:
+                  threads: int = 1, ed_shape: Path | None = None) -> dict:
     """Predict one subject's motion with a trained network and write the same outputs
     as :func:`fit_files`; returns the phenotype row. The ED mesh is fitted with the
     options the network was trained with (the model card's).
 
     Args:
         model: the model folder (``estimate-motion-mesh train``).
+        ed_shape: optional high-resolution ED label map for the ED fit (as in
+            :func:`fit_files`; the network then moves that mesh).
 
     Raises:
         MissingInputError: no model folder, card or weights (66).
@@ -138,12 +165,13 @@ def predict_files(model: Path, sa: Path, la_2ch: Path | None, la_4ch: Path | Non
                                f"views; this subject has no {', '.join(missing)} (use `fit`, "
                                "or a model trained without it)", sa)
     timer, inputs, targets, planes, topo, ed = _start(sa, la_2ch, la_4ch, out, prefix, opts,
-                                                      seed, threads)
+                                                      seed, threads, ed_shape)
     subject = learn.prepare(prefix or "subject", targets, planes, ed, topo, opts)
     vertices, info = learn.predict(net, subject, opts)
     timer.mark("motion_predict_s")
     params = {"options": opts.to_dict(), "seed": seed, "mode": "predict",
               "model": str(model), "model_trained_utc": card.get("trained_utc"),
+              "ed_shape": None if ed_shape is None else str(ed_shape),
               "frame_interval_s": inputs.frame_interval_s}
     return _write(out, prefix, inputs, topo, vertices, info, planes, ed, params, timer)
 
@@ -152,7 +180,8 @@ def _write(out, prefix, inputs: Inputs, topo: Topology, vertices: np.ndarray, in
            planes: list, ed: EDFit, params: dict, timer: Timer) -> dict:
     """Measure meshes and write one subject's outputs (both modes); the phenotype row."""
     row, frames, vtable, geometry = measure(inputs, topo, vertices, info, planes, ed)
-    ins = {f"seg_{k}": p for k, p in inputs.paths.items()}
+    # the views as seg_<view>; the --ed-shape map under its own name
+    ins = {k if k == "ed_shape" else f"seg_{k}": p for k, p in inputs.paths.items()}
     sidecar = make_sidecar(f"{TOOL} {params['mode']}", params, ins, timer, phenotypes=row,
                            geometry=geometry, losses={**ed.loss, "motion": {
                                k: v for k, v in info.items() if isinstance(v, float)}})
