@@ -151,7 +151,7 @@ def fit_cmd(sa, la_2ch, la_4ch, ed_shape, out, prefix, samplesheet, outdir, role
       medflow estimate-motion-mesh fit --sa demo/cohort/sub-000/seg_sa.nii.gz \\
           --la-2ch demo/cohort/sub-000/seg_la_2ch.nii.gz \\
           --la-4ch demo/cohort/sub-000/seg_la_4ch.nii.gz \\
-          --ed-shape superres/sub-000/sub-000_seg_sa_hr_ed.nii.gz --out motion/sub-000
+          --ed-shape results/superres/sub-000/sub-000_sa_hr_ed.nii.gz --out motion/sub-000
       medflow estimate-motion-mesh fit --samplesheet demo/cohort/samplesheet.csv \\
           --outdir results/motion --jobs 2
     """

@@ -103,7 +103,7 @@ def _axis_view(shape: View, axis: int, spacing_mm: float) -> View:
     affine = shape.affine.copy()
     affine[:3, :3] = shape.affine[:3, order]
     voxel = float(np.linalg.norm(affine[:3, 2]))
-    step = max(1, int(round(spacing_mm / voxel)))
+    step = max(1, round(spacing_mm / voxel))
     ks = np.nonzero(np.isin(data[..., 0], HEART).any((0, 1)))[0]
     first = max(int(ks.min()) - step, 0)
     last = min(int(ks.max()) + step, data.shape[2] - 1)
@@ -146,14 +146,13 @@ def concat_targets(a: PlaneTargets, b: PlaneTargets) -> PlaneTargets:
         return torch.nn.functional.pad(sdf, (0, W - sdf.shape[-1], 0, H - sdf.shape[-2]),
                                        value=1e3)
 
-    cat = lambda x, y: torch.cat([x, y], dim=0)                       # noqa: E731
-    cat1 = lambda x, y: torch.cat([x, y], dim=1)                      # noqa: E731
-    return PlaneTargets(cat(a.origin, b.origin), cat(a.normal, b.normal), cat(a.u, b.u),
-                        cat(a.v, b.v), cat(a.pixel, b.pixel), cat(a.crop, b.crop),
-                        cat(a.size, b.size), cat1(pad(a.sdf), pad(b.sdf)),
-                        cat1(a.present, b.present), cat1(a.area, b.area),
-                        cat1(a.perimeter, b.perimeter), cat(a.weight, b.weight),
-                        cat(a.shift_index, b.shift_index))
+    # per-plane fields stack on dim 0; per-frame fields (T, P, ...) on the plane dim 1
+    per_plane = ("origin", "normal", "u", "v", "pixel", "crop", "size", "weight",
+                 "shift_index")
+    fields = {f: torch.cat([getattr(a, f), getattr(b, f)]) for f in per_plane}
+    fields |= {f: torch.cat([getattr(a, f), getattr(b, f)], dim=1)
+               for f in ("present", "area", "perimeter")}
+    return PlaneTargets(sdf=torch.cat([pad(a.sdf), pad(b.sdf)], dim=1), **fields)
 
 
 def ed_targets(targets: PlaneTargets, shape: View, spacing_mm: float,
