@@ -13,6 +13,7 @@ import torch
 
 from medflow.cli import cli
 from medflow.io import Volume, write_nifti
+from medflow.motion.fit import FitOptions
 
 HR_MM = 2.5   # coarser than super-resolve's 1.25 mm: the checks and planes are the same
 
@@ -100,7 +101,7 @@ def test_ed_shape_is_accepted_and_recorded(runner, fast_cli, heart_segs, hr_ed, 
     assert side["inputs"]["ed_shape"]["path"] == str(hr_ed)
     assert len(side["inputs"]["ed_shape"]["sha256"]) == 64
     assert side["parameters"]["ed_shape"] == str(hr_ed)
-    assert side["parameters"]["options"]["ed_shape_weight"] == 1.0
+    assert side["parameters"]["options"]["ed_shape_weight"] == FitOptions().ed_shape_weight
     assert side["losses"]["ed_shape_planes"] > 10
     # motion tracking reads the acquired planes only: residuals for the three views
     assert set(side["phenotypes"]) >= {"fit_rms_sa_mm", "fit_rms_la_2ch_mm"}

@@ -31,8 +31,9 @@ def _ed_shape(f):
         "--ed-shape", type=click.Path(path_type=Path), metavar="HR_ED.nii.gz",
         help="High-resolution, motion-corrected ED label map (super-resolve predict's "
              "hr_ed: 3D, voxels <= 3 mm, labels 1 LV, 2 myo, 3 RV, world space): its "
-             "planes every 5 mm along each axis join the ED fit, unshifted, weighing as "
-             "much as the acquired planes together. One subject only.")(f)
+             "planes every 5 mm along each axis join the ED fit, unshifted, weighing "
+             "together 0.3 times the acquired planes; motion tracking reads the acquired "
+             "planes alone. One subject only.")(f)
 
 
 def _batch(f):

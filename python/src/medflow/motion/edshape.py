@@ -6,9 +6,10 @@ each slice displaced by its own breath-hold, so the mesh's base, apex and the sh
 slices rest on the template. Planes cut from the 3D map every few millimetres along each of
 its three axes carry that shape to the same slicer loss the acquired planes use: no new
 loss, no new gradient code. They are *unshifted* (the shape is already motion-corrected),
-so they also anchor where the per-slice shifts put each short-axis slice. They weigh in the
-ED fit only; the acquired planes stay in it and motion tracking from ED reads the acquired
-planes alone, as without the option.
+so they also anchor where the per-slice shifts put each short-axis slice. Together they
+weigh ``FitOptions.ed_shape_weight`` (0.3) times the acquired planes, in the ED fit only:
+the acquired planes stay in it, and motion tracking from ED reads the acquired planes
+alone, as without the option.
 """
 
 from __future__ import annotations

@@ -66,7 +66,9 @@ class FitOptions:
     absent_weight: float = 0.1
     # --ed-shape only: planes of the high-resolution ED map, every ed_shape_spacing_mm
     # along each of its axes, weighing together ed_shape_weight times the acquired planes.
-    ed_shape_weight: float = 1.0
+    # 0.3: on the demo the true shape helps as much as at 1.0, and a super-resolve map's
+    # own volume bias passes less into the mesh (benchmarks/motion/README.md).
+    ed_shape_weight: float = 0.3
     ed_shape_spacing_mm: float = 5.0
 
     def to_dict(self) -> dict:
