@@ -259,11 +259,16 @@ def test_predict_never_writes_over_an_input(runner, cohort, tiny_model, tmp_path
     before = image.read_bytes()
     for args in (["--output", str(image)],
                  ["--output", str(tmp_path / "seg.nii.gz"), "--uncertainty", str(image)],
-                 ["--output", str(tmp_path / "seg.nii.gz"), "--probabilities", str(image)],
-                 ["--output", str(tiny_model / "model.json")]):
+                 ["--output", str(tmp_path / "seg.nii.gz"), "--probabilities", str(image)]):
         res = predict(runner, tiny_model, "--input", str(image), *args)
         assert res.exit_code == 2 and "would overwrite the input" in res.output, res.output
         assert image.read_bytes() == before
+    # the model's card: no image output can take its name (NIfTI only), also exit 2
+    card = (tiny_model / "model.json").read_bytes()
+    res = predict(runner, tiny_model, "--input", str(image), "--output",
+                  str(tiny_model / "model.json"))
+    assert res.exit_code == 2 and "NIfTI" in res.output, res.output
+    assert (tiny_model / "model.json").read_bytes() == card
     assert not (tmp_path / "seg.nii.gz").exists()
     # batch mode: an image stored where a subject's output would go
     sheet = tmp_path / "sheet.csv"
