@@ -74,8 +74,10 @@ def test_console_script_runs():
      "{tmp}/hr_{{frame}}.mhd"],
     ["super-resolve", "predict", "--method", "sdf", "--input", "{img}", "--output",
      "{tmp}/hr.nii.gz", "--image", "{img}", "--output-image", "{tmp}/hr.nii.gzz"],
+    ["super-resolve", "predict", "--method", "sdf", "--input", "{img}", "--output",
+     "{tmp}/HR.NII.GZ"],  # the atomic writer's temporary name needs the lower-case suffix
 ], ids=["preprocess", "segment", "segment-uncertainty", "segment-probabilities",
-        "super-resolve", "super-resolve-image"])
+        "super-resolve", "super-resolve-image", "upper-case"])
 def test_an_output_image_name_nibabel_cannot_write_is_a_usage_error_first(runner, tmp_path,
                                                                           args):
     """Every image output is NIfTI: another extension is exit 2 before any file is read."""

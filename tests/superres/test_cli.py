@@ -373,3 +373,22 @@ def test_options_the_method_does_not_use_are_usage_errors(runner, subject, tmp_p
               tmp_path / "x.nii.gz", *[str(e).format(**fill) for e in extra])
     assert res.exit_code == 2 and "not used by --method" in res.output, res.output
     assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_batch_with_two_jobs_and_a_model_loaded_finishes(subject, tiny_prior, tmp_path):
+    """Workers are spawned: forked after PyTorch's threads started, they hung for ever."""
+    import subprocess
+    import sys
+
+    folder, _ = tiny_prior
+    sheet = _sheet(tmp_path / "sheet.csv",
+                   [{"subject": s, "seg_sa": subject / "seg_sa.nii.gz"} for s in ("a", "b")],
+                   ["subject", "seg_sa"])
+    res = subprocess.run([sys.executable, "-m", "medflow", "super-resolve", "predict",
+                          "--model", str(folder), "--samplesheet", str(sheet), "--outdir",
+                          str(tmp_path / "out"), "--frames", "ed", "--iterations", "2",
+                          "--jobs", "2"], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "OMP_NUM_THREADS": "2"})
+    assert res.returncode == 0, res.stderr
+    for s in ("a", "b"):
+        assert (tmp_path / "out" / s / f"{s}_sa_hr_ed.nii.gz").exists()

@@ -18,7 +18,7 @@ AUGMENT_MODES = ("none", "standard", "gin-ipa", "remap", "adv-chain", "gin-ipa+a
 
 
 class NiftiPath(click.Path):
-    """An output image's path: the name must end in .nii or .nii.gz (any case), or the
+    """An output image's path: the name must end in .nii or .nii.gz (lower case), or the
     command stops with a usage error (exit 2) before any work; nibabel would refuse the
     name only when the result is written."""
 
@@ -31,7 +31,7 @@ class NiftiPath(click.Path):
 
     def convert(self, value, param, ctx):
         path = super().convert(value, param, ctx)
-        if not str(path).lower().endswith((".nii", ".nii.gz")):
+        if not str(path).endswith((".nii", ".nii.gz")):  # lower case: see the atomic writer
             self.fail(f"{str(value)!r}: images are written as NIfTI; end the name in .nii or "
                       ".nii.gz", param, ctx)
         return path

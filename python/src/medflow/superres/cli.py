@@ -167,10 +167,12 @@ def _refuse_unused(method: str | None) -> None:
 @click.option("--grid-like", type=click.Path(path_type=Path),
               help="Write on this image's grid [default: 1.25 mm, the stack's axes].")
 @click.option("--iterations", type=click.IntRange(min=1), default=120, show_default=True,
-              help="latent: optimisation steps per frame.")
+              help="latent (and a joint model's motion correction): optimisation steps per "
+                   "frame.")
 @click.option("--label-thickness", type=click.FloatRange(min=0), default=0.0,
               show_default=True,
-              help="latent: slice profile of the labels, mm (0: each slice's labels are its "
+              help="latent (and a joint model's motion correction): slice profile of the "
+                   "labels, mm (0: each slice's labels are its "
                    "centre plane, as a 2D segmentation labels it).")
 @click.option("--shape-from", type=click.Choice(["stack", "prior"]), default="stack",
               show_default=True,

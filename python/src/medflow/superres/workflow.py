@@ -256,7 +256,12 @@ def predict_command(method, model_dir, *, seg, image, la, output, output_image, 
                               output_image=(folder / f"{sub}_{role}_hrimage_{{frame}}.nii.gz"
                                             if image_role else None), la=views))
     if jobs > 1 and len(jobs_args) > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        # spawned, not forked: a child forked after the parent's PyTorch started its
+        # OpenMP threads waits for them forever (batch -j 2 hung with a model loaded)
+        import multiprocessing
+
+        with ProcessPoolExecutor(max_workers=jobs,
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(predict_files, method, **a, **common) for a in jobs_args]
             return [p for f in futures for p in f.result()]
     return [p for a in jobs_args for p in predict_files(method, **a, **common)]
