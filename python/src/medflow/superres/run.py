@@ -125,12 +125,21 @@ def estimate_shifts(prior, stack: np.ndarray, stack_affine: np.ndarray, long_axi
         raise ValueError(f"the long-axis labels (--la-2ch/--la-4ch) agree with the short-axis "
                          f"labels on {acquired:.0%} of the pixels where the planes cross "
                          f"(< {MIN_AGREEMENT:.0%}): another subject's or frame's?")
-    fit = fit_latent(prior, stack, stack_affine, long_axis, opts, seed)
-    shifts, crossed = fit.shifts_mm, np.zeros(len(fit.shifts_mm), bool)
-    if long_axis and opts.refine_steps:
-        shifts, crossed = refine_shifts(stack, stack_affine, long_axis, fit.shifts_mm,
-                                        prior.cfg.labels, opts.refine_steps,
-                                        opts.refine_band_mm)
+    import torch
+
+    # one thread: PyTorch's multi-threaded sums come out in another order from run to run,
+    # and the fitted shifts (and so the output) with them; same seed, same bytes
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fit = fit_latent(prior, stack, stack_affine, long_axis, opts, seed)
+        shifts, crossed = fit.shifts_mm, np.zeros(len(fit.shifts_mm), bool)
+        if long_axis and opts.refine_steps:
+            shifts, crossed = refine_shifts(stack, stack_affine, long_axis, fit.shifts_mm,
+                                            prior.cfg.labels, opts.refine_steps,
+                                            opts.refine_band_mm)
+    finally:
+        torch.set_num_threads(threads)
     info = {"slice_shifts_mm": shifts.round(4).tolist(),
             "latent_slice_shifts_mm": fit.shifts_mm.round(4).tolist(),
             "slice_refined_on_long_axis": crossed.tolist(),
