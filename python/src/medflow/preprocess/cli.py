@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from medflow.options import jobs_option, parse_triplet, show_progress, verbosity_options
+from medflow.options import (NiftiPath, jobs_option, parse_triplet, show_progress,
+                             verbosity_options)
 
 log = logging.getLogger("medflow")
 PATH = click.Path(path_type=Path)  # existence is checked by the readers (exit 66, not 2)
@@ -73,8 +74,6 @@ def check_usage(ctx: click.Context, p: dict) -> None:
         return
     if p["role"] == "label" and p["normalise"] != "none":
         raise click.UsageError("labels are never normalised: drop --normalise for --role label")
-    if not p["output"].name.endswith((".nii", ".nii.gz")):
-        raise click.BadParameter("the output must be .nii or .nii.gz", param_hint="--output")
     from medflow.io.outputs import check_outputs
     from medflow.io.sidecar import sidecar_path
 
@@ -101,7 +100,8 @@ def check_batch_outputs(sheet, outdir: Path, reference: Path | None) -> None:
 
 @click.command("preprocess")
 @click.option("--input", "input", type=PATH, help="Image: NIfTI, .mha, .nrrd, DICOM folder/zip.")
-@click.option("--output", type=PATH, help="Output .nii.gz (a JSON sidecar is written beside it).")
+@click.option("--output", type=NiftiPath(),
+              help="Output .nii.gz (a JSON sidecar is written beside it).")
 @click.option("--samplesheet", type=PATH, help="Batch mode: samplesheet CSV (all image roles).")
 @click.option("--outdir", type=click.Path(file_okay=False, path_type=Path),
               help="Batch mode: writes <subject>/<subject>_<role>_preproc.nii.gz and "
