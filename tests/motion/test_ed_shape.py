@@ -135,3 +135,35 @@ def test_ed_shape_needs_one_subject(runner, heart_segs, hr_ed, tmp_path):
                                  str(tmp_path / "s.csv"), "--outdir", str(tmp_path / "o"),
                                  "--ed-shape", str(hr_ed)])
     assert result.exit_code == 2 and "--ed-shape" in result.output
+
+
+def test_own_map_agrees_and_a_displaced_one_does_not(heart_segs, hr_ed, tmp_path):
+    # lv_agreement is what tells this heart from another one in the same scanner frame: the
+    # phantom's own ED map agrees with its stack; the same heart 30 mm away (still inside
+    # the stack's field of view) does not.
+    import nibabel as nib
+
+    from medflow.motion.edshape import MIN_AGREEMENT, lv_agreement
+    from medflow.motion.inputs import read_inputs
+
+    _, paths = heart_segs
+    sa = read_inputs(paths["sa"], paths["la_2ch"], paths["la_4ch"]).views[0]
+    img = nib.load(str(hr_ed))
+    data, affine = np.asarray(img.dataobj), img.affine
+    own = lv_agreement(data, affine, sa)
+    moved = affine.copy()
+    moved[:3, 3] += sa.affine[:3, 0] / np.linalg.norm(sa.affine[:3, 0]) * 30.0
+    assert own > 0.8 > MIN_AGREEMENT > lv_agreement(data, moved, sa)
+
+
+def test_another_hearts_map_is_65(runner, heart_segs, hr_ed, tmp_path):
+    import nibabel as nib
+
+    _, paths = heart_segs
+    sa_axis = nib.load(str(paths["sa"])).affine[:3, 0]
+    bad = tmp_path / "other.nii.gz"
+    img = nib.load(str(hr_ed))
+    affine = img.affine.copy()
+    affine[:3, 3] += sa_axis / np.linalg.norm(sa_axis) * 30.0
+    write_nifti(Volume(np.asarray(img.dataobj), affine, kind="label"), bad)
+    _expect(runner, paths, tmp_path / "out", bad, 65, "not this heart", "Dice")

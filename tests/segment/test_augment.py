@@ -131,3 +131,43 @@ def test_remap_curve_is_the_piecewise_linear_interpolation_of_its_knots():
     out = apply_remap(torch.tensor(unit, dtype=torch.float64)[None, :, None, None], p)
     ref = np.interp(unit, np.linspace(0, 1, len(p["knots"])), p["knots"])
     assert np.allclose(out.flatten().numpy(), (ref - ref.mean()) / ref.std(ddof=1), atol=1e-4)
+
+
+def test_class_shift_moves_each_chosen_structure_to_its_level_and_nothing_else():
+    # Two structures of different brightness, both sent all the way to the middle of the
+    # range: their interiors end equal; background far from them is untouched (up to the
+    # final z-scoring, an affine map); the blur runs in-plane only (a slice axis of a
+    # 10 mm stack keeps each slice's own shift).
+    from medflow.segment.augment import apply_class_shift
+
+    classes = torch.zeros(24, 24, 3, dtype=torch.long)
+    classes[3:11, 3:11, 1], classes[13:21, 13:21, 1] = 1, 2
+    image = torch.where(classes == 1, 3.0, torch.where(classes == 2, 1.0, 0.0))[None]
+    image = image + 0.01 * torch.arange(24.0).view(1, 24, 1, 1)       # texture kept
+    p = {"on": [False, True, True], "level": [0.0, 0.5, 0.5], "weight": [1.0, 1.0, 1.0]}
+    out = apply_class_shift(image, classes, p, (1.8, 1.8, 10.0))[0]
+    inner1, inner2 = out[5:9, 5:9, 1], out[15:19, 15:19, 1]
+    assert abs(float(inner1.mean() - inner2.mean())) < 0.1
+    assert abs(float(out[classes != 0].mean()) - float(out[classes == 0].mean())) > 0.1
+    lin = torch.linspace(0, 1, 24)
+    far = out[:, 0, 0]                                     # another slice: no shift at all
+    assert torch.allclose(far - far[0], (far[-1] - far[0]) * lin, atol=1e-4)
+    assert torch.allclose(inner1[1:] - inner1[:-1], inner1[1:2] - inner1[0:1], atol=1e-4)
+    same = apply_class_shift(image, classes, {**p, "on": [False, False, False]}, (1, 1, 1))
+    zs = (image - image.mean()) / image.std()
+    assert torch.allclose(same, zs, atol=1e-5)
+
+
+def test_remap_copy_b_draws_a_class_shift_that_never_moves_background():
+    from medflow.segment.augment import sample_class_shift
+
+    rng = np.random.default_rng(5)
+    draws = [sample_class_shift(rng, 4) for _ in range(200)]
+    assert not any(d["on"][0] for d in draws)
+    share = np.mean([d["on"][1:] for d in draws])
+    assert 0.35 < share < 0.65
+    image, classes = three_tissue_image()
+    p = sample_augment(np.random.default_rng(4), "remap", (1.0, 1.0, 1.0), 1, (3, 3, 1), 3)
+    a, la = apply_augment(image, classes, p, (1.0, 1.0, 1.0))
+    b, lb = apply_augment(image, classes, p, (1.0, 1.0, 1.0))
+    assert torch.equal(a, b) and torch.equal(la, lb) and len(p["class_shift"]["on"]) == 3

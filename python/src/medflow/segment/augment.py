@@ -16,7 +16,12 @@ RandomGamma / Gamma split).
   wider noise range. Training adds the consistency loss between the copies, as for
   gin-ipa: the network must find the heart by shape and edges whatever the tissues' order
   of brightness (the contrast-agnostic aim of SynthSeg, Billot et al. 2023, done with a
-  curve on the image since the phantom labels only the heart).
+  curve on the image since the phantom labels only the heart). Before gamma, each labelled
+  structure of copy B may have its mean moved towards a random level (:func:`apply_class_shift`):
+  a curve moves every voxel of one brightness together, so blood and myocardium keep
+  their contrast order within an image's tissues; moving a labelled structure on its own
+  is SynthSeg's per-label intensity draw, here only for the labelled heart, and it makes
+  weak blood-myocardium contrast (gradient echo's) part of training.
 """
 
 from __future__ import annotations
@@ -126,6 +131,45 @@ def apply_remap(image: torch.Tensor, p: dict) -> torch.Tensor:
     return zscore(p["alpha"] * curve + (1 - p["alpha"]) * unit)
 
 
+#: ``remap``'s class shift: the chance that a labelled structure's mean moves, and the range
+#: of how far it moves towards its random level (a fraction of the distance).
+CLASS_SHIFT_P, CLASS_SHIFT_WEIGHT = 0.5, (0.3, 1.0)
+
+
+def sample_class_shift(rng: np.random.Generator, n_classes: int) -> dict:
+    """Per class: whether it moves, its target level (a fraction of the image's 1st-99th
+    percentile range) and the fraction of the way it moves. Class 0 (background) never
+    moves."""
+    on = rng.random(n_classes) < CLASS_SHIFT_P
+    on[0] = False
+    return {"on": on.tolist(), "level": rng.uniform(0, 1, n_classes).tolist(),
+            "weight": rng.uniform(*CLASS_SHIFT_WEIGHT, n_classes).tolist()}
+
+
+def apply_class_shift(image: torch.Tensor, classes: torch.Tensor, p: dict,
+                      spacing) -> torch.Tensor:
+    """Move each chosen structure's mean intensity (all channels of (C, X, Y, Z) together)
+    ``weight`` of the way to its ``level``, through its mask blurred over 3 voxels in-plane
+    (a partial-volume edge, not a step exactly on the label's boundary); z-scored again.
+    ``classes`` (X, Y, Z) holds class indices, modulo the number of classes (training adds
+    ``n_classes`` to voxels the cycle moves); texture inside a structure is kept."""
+    flat = image.flatten()
+    sample = flat[torch.linspace(0, flat.numel() - 1, min(flat.numel(), 100_000)).long()]
+    lo, hi = (float(q) for q in torch.quantile(sample, torch.tensor([0.01, 0.99])))
+    finest = min(float(s) for s in spacing)
+    kernel = tuple(1 if float(s) > SLICE_AXIS_RATIO * finest else 3 for s in spacing)
+    classes, out = classes % len(p["on"]), image.clone()
+    for k, (on, level, weight) in enumerate(zip(p["on"], p["level"], p["weight"])):
+        mask = classes == k
+        if not on or not bool(mask.any()):
+            continue
+        shift = weight * (lo + level * (hi - lo) - float(image[:, mask].mean()))
+        soft = F.avg_pool3d(mask[None, None].float(), kernel, stride=1,
+                            padding=tuple(n // 2 for n in kernel), count_include_pad=False)
+        out = out + shift * soft[0]
+    return zscore(out)
+
+
 def smooth_field(coarse: torch.Tensor, size) -> torch.Tensor:
     """A coarse (x, y, z) grid upsampled smoothly (trilinear) to ``size``."""
     return F.interpolate(coarse[None, None].float(), size=tuple(size), mode="trilinear",
@@ -189,8 +233,9 @@ def apply_ipa_mask(p: dict, size) -> torch.Tensor:
 
 
 def sample_augment(rng: np.random.Generator, mode: str, spacing, in_ch: int,
-                   kernel=(3, 3, 3)) -> dict:
-    """All parameters of one augmentation draw for ``mode`` (see :data:`MODES`)."""
+                   kernel=(3, 3, 3), n_classes: int = 0) -> dict:
+    """All parameters of one augmentation draw for ``mode`` (see :data:`MODES`);
+    ``n_classes`` (background included) for ``remap``'s class shift (0: none)."""
     if mode == "none":
         return {"mode": mode}
     p = {"mode": mode, "spatial": sample_spatial(rng, spacing)}
@@ -200,6 +245,8 @@ def sample_augment(rng: np.random.Generator, mode: str, spacing, in_ch: int,
         p["intensity"], p["remap"] = sample_intensity(rng), sample_remap(rng)
         p["remap_intensity"] = {**sample_intensity(rng),
                                 "noise": float(rng.uniform(0, REMAP_NOISE))}
+        if n_classes:
+            p["class_shift"] = sample_class_shift(rng, n_classes)
     else:
         p["gin"] = [sample_gin(rng, in_ch, kernel) for _ in range(3)]
         p["mask"] = sample_ipa_mask(rng)
@@ -215,7 +262,10 @@ def apply_augment(image: torch.Tensor, classes: torch.Tensor, p: dict, spacing):
     if p["mode"] == "standard":
         return apply_intensity(image, p["intensity"])[None], classes
     if p["mode"] == "remap":
-        remapped = apply_intensity(apply_remap(image, p["remap"]), p["remap_intensity"])
+        remapped = apply_remap(image, p["remap"])
+        if "class_shift" in p:
+            remapped = apply_class_shift(remapped, classes, p["class_shift"], spacing)
+        remapped = apply_intensity(remapped, p["remap_intensity"])
         return torch.stack([apply_intensity(image, p["intensity"]), remapped]), classes
     gin_a, gin_b, gin_c = (apply_gin(image, g) for g in p["gin"])
     m = apply_ipa_mask(p["mask"], image.shape[1:])[None]

@@ -112,7 +112,8 @@ def train_step(model: Cascade, opt, sample, opts: TrainOptions, rng, device: str
     prediction)."""
     cfg = model.cfg
     mode = advchain.BASE_MODE.get(opts.augment, opts.augment)
-    p = sample_augment(rng, mode, cfg.spacing, cfg.in_channels, cfg.kernels2[0])
+    p = sample_augment(rng, mode, cfg.spacing, cfg.in_channels, cfg.kernels2[0],
+                       cfg.n_classes)
     classes = torch.from_numpy(sample.classes)
     if moved is not None:  # rides with the labels through the spatial transform (nearest)
         classes = classes + cfg.n_classes * torch.from_numpy(moved).long()
