@@ -126,7 +126,17 @@ def test_train_joint_then_predict_image_and_labels(runner, subject, tmp_path):
     assert img.data.shape == (24, 24, 20) and np.allclose(img.affine, small)
     res = run(runner, "predict", "--model", tmp_path / "joint", "--input",
               subject / "seg_sa.nii.gz", "--output", tmp_path / "x.nii.gz")
-    assert res.exit_code == 65 and "give --image" in res.output
+    assert res.exit_code == 2 and "give --image" in res.output     # usage, before any read
+    assert not (tmp_path / "x.nii.gz").exists()
+    # the method comes from the card: an option joint does not use is refused all the same,
+    # and a model trained without --prior has no motion correction for long axes to refine
+    for extra, words in ((["--shape-from", "prior"], "--method joint (the --model's)"),
+                         (["--iterations", "5"], "without --prior")):
+        res = run(runner, "predict", "--model", tmp_path / "joint", "--input",
+                  subject / "seg_sa.nii.gz", "--image", subject / "sa.nii.gz", "--output",
+                  tmp_path / "x.nii.gz", *extra)
+        assert res.exit_code == 2 and words in res.output, res.output
+        assert not (tmp_path / "x.nii.gz").exists()
     # batch mode: the image column defaults to the one the model was trained on
     res = run(runner, "predict", "--model", tmp_path / "joint", "--samplesheet", sheet,
               "--outdir", tmp_path / "batch", "--frames", "ed", "--grid-like", ref)
@@ -189,7 +199,11 @@ def test_joint_without_a_prior_refuses_long_axis_labels(runner, subject, tmp_pat
     res = run(runner, "predict", "--model", tmp_path / "joint", "--input",
               subject / "seg_sa.nii.gz", "--image", subject / "sa.nii.gz", "--la-4ch",
               subject / "seg_la_4ch.nii.gz", "--output", tmp_path / "x.nii.gz")
-    assert res.exit_code == 65 and "train --prior" in res.output
+    assert res.exit_code == 2 and "without --prior" in res.output, res.output
+    res = run(runner, "predict", "--model", tmp_path / "joint", "--samplesheet", sheet,
+              "--outdir", tmp_path / "batch", "--la-roles", "seg_la_4ch")
+    assert res.exit_code == 2 and "--la-roles: not used by" in res.output, res.output
+    assert not (tmp_path / "x.nii.gz").exists() and not (tmp_path / "batch").exists()
 
 
 # ---------------------------------------------------------------- bad inputs

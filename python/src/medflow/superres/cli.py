@@ -132,16 +132,38 @@ def train_cmd(method, samplesheet, image_role, label_role, hr_image_role, hr_lab
 #: axis; only latent writes a decoded shape.
 UNUSED = {m: ("model_dir", "la_2ch", "la_4ch", "la_roles", "iterations", "label_thickness",
               "shape_from") for m in ("nearest", "linear", "sdf")} | {"joint": ("shape_from",)}
+#: ... and by a joint model trained without a shape prior (no motion correction to refine).
+UNUSED_NO_PRIOR = ("la_2ch", "la_4ch", "la_roles", "iterations", "label_thickness")
 
 
-def _refuse_unused(method: str | None) -> None:
+def _refuse_unused(names: tuple[str, ...], what: str) -> None:
+    """Usage error (2) naming those of ``names`` (parameter names) given on the command
+    line: options ``what`` does not use."""
     ctx = click.get_current_context()
-    given = [p for p in ctx.command.params if p.name in UNUSED.get(method, ())
+    given = [p for p in ctx.command.params if p.name in names
              and ctx.get_parameter_source(p.name) not in (None,
                                                           click.core.ParameterSource.DEFAULT)]
     if given:
-        names = ", ".join(p.opts[0] for p in given)
-        raise click.UsageError(f"{names}: not used by --method {method}")
+        raise click.UsageError(f"{', '.join(p.opts[0] for p in given)}: not used by {what}")
+
+
+def _check_method_options(method: str | None, model_dir: Path | None) -> str | None:
+    """Refuse options the method does not use, the --model's card's method when --method is
+    not given (before any input is read); returns the method."""
+    if method is not None:   # checked before the folder: a baseline given --model says so
+        _refuse_unused(UNUSED.get(method, ()), f"--method {method}")
+    if model_dir is None:
+        return method
+    from medflow.superres.modelio import read_card
+
+    card = read_card(model_dir, method)  # missing (66), foreign or another method (65)
+    if method is None:
+        method = card.get("method")
+        _refuse_unused(UNUSED.get(method, ()), f"--method {method} (the --model's)")
+    if method == "joint" and not card.get("training", {}).get("motion_correction"):
+        _refuse_unused(UNUSED_NO_PRIOR, "a joint model trained without --prior (it has no "
+                                        "motion correction for them to refine)")
+    return method
 
 
 @super_resolve.command("predict")
@@ -227,7 +249,10 @@ def predict_cmd(method, model_dir, seg, image, la_2ch, la_4ch, output, output_im
         raise click.UsageError("--output-image needs --image (the stack's image)")
     if method in ("latent", "joint", None) and model_dir is None:
         raise click.UsageError("--model is needed (or --method nearest|linear|sdf)")
-    _refuse_unused(method)
+    method = _check_method_options(method, model_dir)
+    if method == "joint" and single and image is None:
+        raise click.UsageError("--method joint super-resolves the image with its labels: "
+                               "give --image")
     la = {k: v for k, v in (("2ch", la_2ch), ("4ch", la_4ch)) if v is not None}
     written = predict_command(
         method, model_dir, seg=seg, image=image, la=la, output=output,
