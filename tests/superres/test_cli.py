@@ -178,6 +178,16 @@ def test_joint_trained_with_a_prior_motion_corrects_in_training_and_prediction(
     k = read_image(subject / "seg_sa.nii.gz", kind="label").shape3[2]
     assert meta["result"]["motion_corrected"] and len(meta["result"]["slice_shifts_mm"]) == k
     assert meta["result"]["long_axis_views"] == 1 and meta["parameters"]["iterations"] == 5
+    # a one-frame long axis is the ED frame's: ES goes without it (it was reused for ES)
+    one = tmp_path / "la_ed.nii.gz"
+    la = read_image(subject / "seg_la_4ch.nii.gz", kind="label")
+    write_nifti(Volume(np.asarray(la.data)[..., :1], la.affine, kind="label"), one)
+    res = run(runner, *args[:-4], "--frames", "ed,es", "--iterations", "5", "--la-4ch", one,
+              "--output", tmp_path / "f_{frame}.nii.gz")
+    assert res.exit_code == 0, res.output
+    views = {f: json.loads((tmp_path / f"f_{f}.json").read_text())["result"]["long_axis_views"]
+             for f in ("ed", "es")}
+    assert views == {"ed": 1, "es": 0}
     # another subject's long axis is refused as it is for latent
     other = tmp_path / "other"
     write_cardiac_subject(other, "sub-9", seed=11, frames=2)

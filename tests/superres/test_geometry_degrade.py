@@ -136,3 +136,18 @@ def test_output_grid_covers_the_labels_and_the_whole_stack():
     assert ijk[0, 2] < -0.4 and ijk[1, 2] > 4.4  # across every slice's slab
     fg = np.argwhere(stack[..., 0] > 0)
     assert ijk[0, 0] < fg[:, 0].min() and ijk[1, 0] > fg[:, 0].max()
+
+
+def test_long_axis_at_gives_a_one_frame_map_to_ed_only():
+    # training (_frame_pairs) and predict (predict_files) both take their frame's long
+    # axis from here: a one-frame map (an ED-only segmentation) reused at ES would pull the
+    # ES shifts towards the ED heart
+    from medflow.io import Volume
+    from medflow.superres.inputs import long_axis_at
+
+    plane = np.zeros((8, 8, 1, 3), np.uint8)
+    plane[2:5, 2:5, 0, :2] = 1                      # frame 2 left unlabelled
+    cine, ed = Volume(plane, np.eye(4), kind="label"), Volume(plane[..., :1], np.eye(4),
+                                                               kind="label")
+    assert [len(long_axis_at([cine, ed], t)) for t in (0, 1, 2)] == [2, 1, 0]
+    assert np.array_equal(long_axis_at([ed], 0)[0][0], plane[..., 0])

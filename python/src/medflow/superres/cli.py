@@ -176,9 +176,10 @@ def _check_method_options(method: str | None, model_dir: Path | None) -> str | N
 @click.option("--image", type=click.Path(path_type=Path),
               help="Its image (joint: required; latent, baselines: B-spline interpolated).")
 @click.option("--la-2ch", type=click.Path(path_type=Path),
-              help="latent, or joint trained with --prior: 2-chamber labels.")
+              help="latent, or joint trained with --prior: 2-chamber labels (cine, or one "
+                   "frame: ED's, used for ED only).")
 @click.option("--la-4ch", type=click.Path(path_type=Path),
-              help="latent, or joint trained with --prior: 4-chamber labels.")
+              help="latent, or joint trained with --prior: 4-chamber labels (as --la-2ch).")
 @click.option("--output", type=NiftiPath(),
               help="Labels to write; {frame} in the name is ed, es or tNN (without it, "
                    "several frames are written as NAME_ed.nii.gz, NAME_es.nii.gz).")

@@ -78,7 +78,8 @@ def select_frames(vol: Volume, spec: str) -> list[tuple[str, int]]:
 
 
 def read_long_axis(path: str | Path, stack: Volume) -> Volume:
-    """A long-axis label plane (X, Y, 1[, T]) that crosses the short-axis stack.
+    """A long-axis label plane (X, Y, 1[, T]) that crosses the short-axis stack. One frame
+    is the ED frame's: prediction uses it for frame 0 only.
 
     Raises:
         InvalidDataError: not a single plane, a frame count other than the stack's, or
@@ -97,6 +98,17 @@ def read_long_axis(path: str | Path, stack: Volume) -> Volume:
     if problem:
         raise InvalidDataError(f"the long-axis plane {problem}", path)
     return vol
+
+
+def long_axis_at(views, t: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The long-axis ``views`` (Volumes from :func:`read_long_axis`) at stack frame ``t``:
+    [(labels (X, Y, 1), affine)]. A one-frame map is the ED frame's (frame 0, UK Biobank
+    order) and is left out of every other frame: at ES the heart has moved and its labels
+    would pull the shifts the wrong way. A frame left unlabelled is left out too (it says
+    nothing)."""
+    out = [(frames_of(v)[..., t if v.n_frames > 1 else 0], v.affine)
+           for v in views if v.n_frames > 1 or t == 0]
+    return [v for v in out if v[0].any()]
 
 
 def read_image_on_stack(path: str | Path, stack: Volume) -> Volume:

@@ -226,9 +226,7 @@ def predict_files(method: str, seg: Path, output: Path, *, net=None, card: dict 
     written = []
     with atomic_outputs() as out:
         for name, t in chosen:
-            views = [(inputs.frames_of(v)[..., min(t, v.n_frames - 1)], v.affine)
-                     for v in las.values()]
-            views = [v for v in views if v[0].any()]  # a frame left unlabelled says nothing
+            views = inputs.long_axis_at(las.values(), t)
             frame_img = inputs.frames_of(img)[..., t] if img is not None else None
             try:
                 result = super_resolve_frame(method, data[..., t], stack.affine, affine, shape,

@@ -103,7 +103,7 @@ def train_prior_files(samplesheet: Path, roles: tuple[str, ...], out: Path, *, e
 def _frame_pairs(row, image_role, label_role, hr_image_roles, hr_label_roles, la_roles=()):
     """For ED (frame 0) and ES (least LV blood pool): ((thick image frame, thick labels
     frame, stack affine, HR image, HR labels, HR affine), long-axis views of the frame)."""
-    from medflow.superres.inputs import frames_of, read_long_axis, select_frames
+    from medflow.superres.inputs import frames_of, long_axis_at, read_long_axis, select_frames
 
     image = read_image(row[image_role])
     labels = read_image(row[label_role], kind="label")
@@ -113,10 +113,9 @@ def _frame_pairs(row, image_role, label_role, hr_image_roles, hr_label_roles, la
     for name, hr_img_role, hr_lab_role in zip(("ed", "es"), hr_image_roles, hr_label_roles):
         hr_img, hr_lab = read_image(row[hr_img_role]), read_image(row[hr_lab_role], kind="label")
         t = frames[name] if name in frames else 0
-        views = [(frames_of(v)[..., min(t, v.n_frames - 1)], v.affine) for v in las]
         out.append(((frames_of(image)[..., t], frames_of(labels)[..., t], labels.affine,
                      np.asarray(hr_img.data), np.asarray(hr_lab.data), hr_lab.affine),
-                    [v for v in views if v[0].any()]))
+                    long_axis_at(las, t)))
     return out
 
 
