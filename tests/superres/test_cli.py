@@ -204,6 +204,7 @@ def test_joint_without_a_prior_refuses_long_axis_labels(runner, subject, tmp_pat
     res = run(runner, "train", "--samplesheet", sheet, "--out", tmp_path / "joint", "--steps",
               "1", "--val-fraction", "0")
     assert res.exit_code == 0, res.output
+    assert "validation: none (no subject held out" in res.output   # was "validation: {}"
     assert json.loads((tmp_path / "joint" / "model.json").read_text()
                       )["training"]["motion_correction"] is None
     res = run(runner, "predict", "--model", tmp_path / "joint", "--input",

@@ -124,7 +124,9 @@ def train_cmd(method, samplesheet, image_role, label_role, hr_image_role, hr_lab
                              _roles(hr_label_role), out, steps=steps, batch=batch, lr=lr,
                              val_fraction=val_fraction, device=resolve_device(device), seed=seed,
                              prior=prior, la_roles=_roles(la_roles), remap=remap)
-    click.echo(f"{out}  validation: {card['validation']}")
+    val = card["validation"]
+    click.echo(f"{out}  validation: " + (str(val) if val else "none (no subject held out: "
+                                         "--val-fraction 0, or one subject)"))
 
 
 #: Options a method does not use: given on the command line they are a usage error (exit 2)
