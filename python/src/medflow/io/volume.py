@@ -128,3 +128,24 @@ def same_space(a: Volume, b: Volume, atol: float = 1e-3) -> bool:
 def same_grid(a: tuple, b: tuple, atol: float = 1e-3) -> bool:
     """True when two ``(shape3, affine)`` grids are the same."""
     return tuple(a[0]) == tuple(b[0]) and np.allclose(a[1], b[1], atol=atol)
+
+
+def nearest_on(data: np.ndarray, data_affine: np.ndarray, affine: np.ndarray,
+               shape) -> np.ndarray:
+    """A 3D array (e.g. labels) sampled at the voxel centres of another grid, nearest voxel.
+
+    Args:
+        data: (X, Y, Z) on the grid ``data_affine``.
+        affine, shape: the grid to sample at (4x4, (X', Y', Z')).
+
+    Returns:
+        (X', Y', Z') of ``data``'s dtype; 0 where a centre falls outside ``data``.
+    """
+    data = np.asarray(data)
+    ijk = np.stack(np.meshgrid(*(np.arange(n) for n in shape), indexing="ij"), -1)
+    to_data = np.linalg.inv(data_affine) @ affine
+    src = np.rint(ijk @ to_data[:3, :3].T + to_data[:3, 3]).astype(np.int64)
+    inside = np.all((src >= 0) & (src < np.array(data.shape[:3])), axis=-1)
+    out = np.zeros(tuple(shape), data.dtype)
+    out[inside] = data[tuple(src[inside].T)]
+    return out

@@ -23,6 +23,7 @@ from nibabel.affines import apply_affine
 from medflow.cardiac.labels import LABEL_NAMES, LV_BLOOD, LV_MYO, RV_BLOOD
 from medflow.errors import InvalidDataError
 from medflow.io.images import read_image
+from medflow.io.volume import nearest_on
 from medflow.motion.slicer import PlaneTargets
 from medflow.motion.targets import View, build_targets
 
@@ -103,14 +104,7 @@ def lv_agreement(data: np.ndarray, affine: np.ndarray, sa: View) -> float:
     and the map (X, Y, Z) read at the stack's voxel centres (nearest voxel; outside the
     map counts as background)."""
     ed = np.isin(sa.labels[..., 0], (LV_BLOOD, LV_MYO))
-    ijk = np.stack(np.meshgrid(*(np.arange(n) for n in ed.shape), indexing="ij"), -1)
-    idx = np.rint(apply_affine(np.linalg.inv(affine) @ sa.affine,
-                               ijk.reshape(-1, 3).astype(np.float64))).astype(np.int64)
-    inside = np.all((idx >= 0) & (idx < np.asarray(data.shape)), axis=1)
-    read = np.zeros(len(idx), bool)
-    i, j, k = idx[inside].T
-    read[inside] = np.isin(data[i, j, k], (LV_BLOOD, LV_MYO))
-    read = read.reshape(ed.shape)
+    read = np.isin(nearest_on(data, affine, sa.affine, ed.shape), (LV_BLOOD, LV_MYO))
     total = int(ed.sum()) + int(read.sum())
     return 2.0 * float((ed & read).sum()) / total if total else 0.0
 

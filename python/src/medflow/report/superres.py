@@ -13,6 +13,7 @@ import numpy as np
 
 from medflow.io.images import read_image
 from medflow.io.tables import read_table
+from medflow.io.volume import nearest_on
 
 VIEWS = 3  # subjects shown
 
@@ -20,15 +21,7 @@ VIEWS = 3  # subjects shown
 def _nearest_on(stack, affine: np.ndarray, shape) -> np.ndarray:
     """The stack's first-frame labels sampled (nearest) at another grid's voxels."""
     data = np.asarray(stack.data)
-    data = data[..., 0] if data.ndim == 4 else data
-    ijk = np.stack(np.meshgrid(*(np.arange(n) for n in shape), indexing="ij"), -1)
-    to_stack = np.linalg.inv(stack.affine) @ affine
-    src = np.rint(np.einsum("...i,ji->...j", ijk, to_stack[:3, :3]) + to_stack[:3, 3])
-    src = src.astype(np.int64)
-    inside = np.all((src >= 0) & (src < np.array(data.shape[:3])), axis=-1)
-    out = np.zeros(tuple(shape), data.dtype)
-    out[inside] = data[tuple(src[inside].T)]
-    return out
+    return nearest_on(data[..., 0] if data.ndim == 4 else data, stack.affine, affine, shape)
 
 
 def orthogonal_views(hr_path: Path, stack_path: Path, path: Path, title: str) -> Path:
